@@ -1,0 +1,74 @@
+"""Folder datasets in torchvision ``ImageFolder`` layout: ``<source_dir>/<split>/<class>/<image>``.
+
+As ImageFolder: classes are the sub-folder names sorted lexicographically (label = index), images are
+files with an image extension (case-insensitive), found recursively inside a class folder, and every
+image is converted to RGB (grayscale -> 3 equal channels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Classes (sorted) and, per split, the (path, label) of every image (sorted by path)."""
+
+    classes: list[str]
+    files: dict[str, list[tuple[str, int]]]
+
+
+def _subdirs(path: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def scan(source_dir: str | os.PathLike) -> Layout:
+    """Reads the layout of ``source_dir``; ValueError if it is missing, empty or has an empty split."""
+    src = os.fspath(source_dir)
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"folder dataset source {src!r} does not exist (expected <split>/<class>/<image>)")
+    splits = _subdirs(src)
+    if not splits:
+        raise ValueError(f"folder dataset source {src!r} is empty: expected sub-folders <split>/<class>/<image>")
+    classes = sorted({c for s in splits for c in _subdirs(os.path.join(src, s))})
+    if not classes:
+        raise ValueError(f"folder dataset source {src!r} has no class folders inside its splits {splits}")
+    index = {c: k for k, c in enumerate(classes)}
+    files: dict[str, list[tuple[str, int]]] = {}
+    for s in splits:
+        found = []
+        for c in _subdirs(os.path.join(src, s)):
+            for root, dirs, names in os.walk(os.path.join(src, s, c), followlinks=True):
+                dirs.sort()
+                found.extend(
+                    (os.path.join(root, n), index[c])
+                    for n in sorted(names)
+                    if n.lower().endswith(IMG_EXTENSIONS) and not n.startswith(".")
+                )
+        if not found:
+            raise ValueError(
+                f"split folder {os.path.join(src, s)!r} holds no images with extensions {IMG_EXTENSIONS}"
+            )
+        files[s] = sorted(found)
+    return Layout(classes=classes, files=files)
+
+
+def load_rgb(path: str):
+    """Opens an image file as an RGB PIL image; ValueError naming the file if it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"cannot decode image file {path!r} ({e}); remove or replace it") from e
+
+
+def load_rgb_array(path: str) -> np.ndarray:
+    """:func:`load_rgb` as a uint8 (H, W, 3) array."""
+    return np.asarray(load_rgb(path), dtype=np.uint8)

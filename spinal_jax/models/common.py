@@ -1,0 +1,193 @@
+"""Building blocks shared by the models: PyTorch-initialised layers, pooling, flatten order, checks."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from spinal_jax.initializers import torch_bias_init, torch_kernel_init
+from spinal_jax.normalization import BatchNorm
+
+Dtype = Any
+
+#: ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``: untruncated N(0, sqrt(2 / fan_out)).
+kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+HEADS = ("default", "spinal")
+
+
+def check_head(head: str, model: str, heads: Sequence[str] = HEADS) -> None:
+    """Raise a ValueError when ``head`` is not one of ``heads``."""
+    if head not in heads:
+        raise ValueError(f"{model}: head must be one of {tuple(heads)}, got {head!r}")
+
+
+def check_num_classes(num_classes: int, model: str) -> None:
+    """Raise a ValueError unless ``num_classes`` is a positive int."""
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"{model}: num_classes must be a positive int, got {num_classes!r}")
+
+
+def check_images(
+    x: jax.Array,
+    model: str,
+    input_shape: tuple[int, ...],
+    *,
+    exact: bool = True,
+    min_size: int = 1,
+) -> None:
+    """Check a batch of NHWC images against the model's ``input_shape`` before any compute.
+
+    ``exact``: height and width must equal ``input_shape[:2]``; otherwise any size >= ``min_size``.
+    """
+    want = tuple(input_shape)
+    if x.ndim != len(want) + 1:
+        raise ValueError(
+            f"{model}: expected a batch of shape (B, {', '.join(map(str, want))}) "
+            f"({'NHWC images' if len(want) == 3 else 'vectors'}), got shape {tuple(x.shape)}"
+        )
+    if len(want) == 3 and x.shape[-1] != want[-1]:
+        raise ValueError(
+            f"{model}: expected {want[-1]} channel(s) in the last axis (NHWC), got {x.shape[-1]} "
+            f"(shape {tuple(x.shape)}); convert the images (e.g. grayscale <-> RGB) first"
+        )
+    if exact and tuple(x.shape[1:]) != want:
+        raise ValueError(
+            f"{model}: expected inputs of shape (B, {', '.join(map(str, want))}), got {tuple(x.shape)}; "
+            "this model's classifier is sized for exactly that input"
+        )
+    if not exact and min(x.shape[1:3]) < min_size:
+        raise ValueError(
+            f"{model}: images must be at least {min_size}x{min_size} pixels, got {tuple(x.shape[1:3])}"
+        )
+
+
+def to_float(x: jax.Array, dtype: Dtype | None) -> jax.Array:
+    """Cast integer images to float32 and then to the compute dtype (if any)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    return x.astype(dtype) if dtype is not None else x
+
+
+def torch_dense(
+    features: int,
+    fan_in: int,
+    *,
+    name: str,
+    zero_bias: bool = False,
+    kernel_init: nn.initializers.Initializer | None = None,
+    dtype: Dtype | None = None,
+) -> nn.Dense:
+    """``nn.Dense`` initialised as ``torch.nn.Linear`` (U(±1/sqrt(fan_in)) weight and bias)."""
+    return nn.Dense(
+        features,
+        kernel_init=kernel_init or torch_kernel_init,
+        bias_init=nn.initializers.zeros_init() if zero_bias else torch_bias_init(fan_in),
+        dtype=dtype,
+        name=name,
+    )
+
+
+def torch_conv(
+    features: int,
+    in_features: int,
+    kernel: int,
+    *,
+    name: str,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+    kernel_init: nn.initializers.Initializer | None = None,
+    zero_bias: bool = False,
+    dtype: Dtype | None = None,
+) -> nn.Conv:
+    """``nn.Conv`` with PyTorch's padding semantics and ``torch.nn.Conv2d``'s default init."""
+    fan_in = in_features * kernel * kernel
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        use_bias=use_bias,
+        kernel_init=kernel_init or torch_kernel_init,
+        bias_init=nn.initializers.zeros_init() if zero_bias else torch_bias_init(fan_in),
+        dtype=dtype,
+        name=name,
+    )
+
+
+def batch_norm(name: str, dtype: Dtype | None = None) -> BatchNorm:
+    """PyTorch-semantics BatchNorm that, like PyTorch, keeps the unbiased variance in the running stats."""
+    return BatchNorm(unbiased_running_var=True, dtype=dtype, name=name)
+
+
+def max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0) -> jax.Array:
+    """``torch.nn.MaxPool2d(kernel, stride, padding)`` (floor mode, -inf padding) on NHWC."""
+    stride = kernel if stride is None else stride
+    pad = ((padding, padding), (padding, padding))
+    return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=pad)
+
+
+@functools.lru_cache(maxsize=64)
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    m = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start = (i * size) // out
+        end = -((-(i + 1) * size) // out)  # ceil
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+def adaptive_avg_pool(x: jax.Array, out: tuple[int, int]) -> jax.Array:
+    """``torch.nn.AdaptiveAvgPool2d(out)`` on NHWC (PyTorch's bin edges); identity when sizes match."""
+    h, w = x.shape[1:3]
+    if (h, w) == tuple(out):
+        return x
+    mh = jnp.asarray(_adaptive_matrix(h, out[0]), x.dtype)
+    mw = jnp.asarray(_adaptive_matrix(w, out[1]), x.dtype)
+    return jnp.einsum("nhwc,oh,pw->nopc", x, mh, mw, precision=jax.lax.Precision.HIGHEST)
+
+
+def flatten_nchw(x: jax.Array) -> jax.Array:
+    """Flatten NHWC features in PyTorch's NCHW order (``x.view(B, -1)`` on the channel-first map).
+
+    The spinal heads split the flattened vector, so the order decides what each segment holds
+    (ORIGINAL.md §1.8). 1x1 maps need no transpose.
+    """
+    if x.shape[1] * x.shape[2] == 1:
+        return x.reshape(x.shape[0], -1)
+    return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+
+
+def dropout2d(rate: float, name: str | None = None) -> nn.Dropout:
+    """``torch.nn.Dropout2d``: drops whole channels of an NHWC map."""
+    return nn.Dropout(rate, broadcast_dims=(1, 2), name=name)
+
+
+def mnist_vgg_conv_init(out_channels: int, kernel: int = 3) -> nn.initializers.Initializer:
+    """MNIST_VGG's conv init: N(0, sqrt(2 / (k*k*out)))."""
+    return nn.initializers.normal(math.sqrt(2.0 / (kernel * kernel * out_channels)))
+
+
+__all__ = [
+    "HEADS",
+    "adaptive_avg_pool",
+    "batch_norm",
+    "check_head",
+    "check_images",
+    "check_num_classes",
+    "dropout2d",
+    "flatten_nchw",
+    "kaiming_normal_fan_out",
+    "max_pool",
+    "mnist_vgg_conv_init",
+    "to_float",
+    "torch_conv",
+    "torch_dense",
+]

@@ -1,0 +1,63 @@
+"""The train state: parameters, BatchNorm statistics, optimizer state, step and RNG key, as one pytree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+    """``flax.training.train_state.TrainState`` plus ``batch_stats`` and the run's RNG key.
+
+    ``rng`` is a raw ``uint32[2]`` key (``jax.random.PRNGKey``) so that checkpoints hold plain arrays;
+    per-step keys are ``fold_in(rng, step)``, never split and carried, so a resumed run draws the same
+    numbers as an uninterrupted one. ``step`` is an ``int32`` array (a ``lax.scan`` carry).
+    """
+
+    batch_stats: Any = struct.field(pytree_node=True, default_factory=dict)
+    rng: jax.Array = struct.field(pytree_node=True, default=None)
+
+    def variables(self, params: Any | None = None) -> dict[str, Any]:
+        """The ``variables`` dict for ``apply_fn`` (``batch_stats`` left out when the model has none)."""
+        variables = {"params": self.params if params is None else params}
+        if self.batch_stats:
+            variables["batch_stats"] = self.batch_stats
+        return variables
+
+
+def create_train_state(
+    model: Any,
+    tx: optax.GradientTransformation,
+    example_input: jax.Array,
+    init_key: jax.Array,
+    train_key: jax.Array,
+) -> TrainState:
+    """Initialise ``model`` on ``example_input`` (a batch, NHWC) and wrap it with ``tx``.
+
+    ``init_key`` seeds the parameters (and any ``dropout`` draw during init); ``train_key`` becomes
+    ``state.rng``, the root of the per-step dropout and augmentation keys.
+    """
+    init_rng, dropout_rng = jax.random.split(init_key)
+    variables = model.init({"params": init_rng, "dropout": dropout_rng}, example_input, train=False)
+    params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        apply_fn=model.apply,
+        params=params,
+        tx=tx,
+        opt_state=tx.init(params),
+        batch_stats=batch_stats,
+        rng=jnp.asarray(train_key, jnp.uint32),
+    )
+
+
+def reset_optimizer(state: TrainState, tx: optax.GradientTransformation | None = None) -> TrainState:
+    """A fresh optimizer state for the current parameters (a new stage of a multi-stage run)."""
+    tx = state.tx if tx is None else tx
+    return state.replace(tx=tx, opt_state=tx.init(state.params))

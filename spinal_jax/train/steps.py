@@ -1,0 +1,203 @@
+"""Pure train and eval steps, and their jitted epoch-level forms (``lax.scan`` over device-resident data).
+
+Batches are dicts: ``image`` (uint8 NHWC images, or float features), ``label`` (int class ids, or float
+regression targets) and, for evaluation, ``mask`` (1 for real examples, 0 for padding). Metrics are
+*sums* (``loss``, ``correct``, ``count``) so that chunks of steps add up exactly; ``summarize`` turns
+them into means.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from spinal_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+# (key, images) -> float32 images: spinal_jax.data.augment.build(spec) makes these.
+Transform = Callable[[jax.Array, jax.Array], jax.Array]
+
+LOSSES = ("cross_entropy", "mse")
+_AUGMENT_STREAM = 1  # fold_in tags that keep the per-step keys of different uses apart
+_DROPOUT_STREAM = 2
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss={loss!r} is not one of {LOSSES}")
+
+
+def per_example_loss(outputs: jax.Array, targets: jax.Array, loss: str) -> jax.Array:
+    """Softmax cross-entropy on logits with integer labels, or squared error (mean over outputs)."""
+    outputs = outputs.astype(jnp.float32)
+    if loss == "cross_entropy":
+        return optax.softmax_cross_entropy_with_integer_labels(outputs, targets.astype(jnp.int32))
+    targets = targets.astype(jnp.float32).reshape(outputs.shape)
+    return jnp.mean(jnp.square(outputs - targets).reshape(outputs.shape[0], -1), axis=-1)
+
+
+def _metric_sums(outputs: jax.Array, targets: jax.Array, losses: jax.Array, loss: str, weights: jax.Array) -> Metrics:
+    metrics = {"loss": jnp.sum(losses * weights), "count": jnp.sum(weights)}
+    if loss == "cross_entropy":
+        hits = (jnp.argmax(outputs, axis=-1) == targets.astype(jnp.int32)).astype(jnp.float32)
+        metrics["correct"] = jnp.sum(hits * weights)
+    return metrics
+
+
+def _prepare_inputs(images: jax.Array, key: jax.Array, transform: Transform | None) -> jax.Array:
+    if transform is not None:
+        return transform(key, images)
+    if jnp.issubdtype(images.dtype, jnp.integer):
+        return images.astype(jnp.float32) / 255.0
+    return images.astype(jnp.float32)
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    loss: str = "cross_entropy",
+    transform: Transform | None = None,
+    batch_sharding: Any = None,
+) -> tuple[TrainState, Metrics]:
+    """One optimizer step: augment, forward in train mode, backward, update.
+
+    The step's keys are ``fold_in(state.rng, state.step)`` (then one tag each for augmentation and
+    dropout), so the numbers depend only on the seed and the step count.
+    """
+    step_key = jax.random.fold_in(state.rng, state.step)
+    images, targets = batch["image"], batch["label"]
+    if batch_sharding is not None:
+        images = jax.lax.with_sharding_constraint(images, batch_sharding)
+        targets = jax.lax.with_sharding_constraint(targets, batch_sharding)
+    inputs = _prepare_inputs(images, jax.random.fold_in(step_key, _AUGMENT_STREAM), transform)
+    dropout_key = jax.random.fold_in(step_key, _DROPOUT_STREAM)
+
+    def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Any]]:
+        outputs, updates = state.apply_fn(
+            state.variables(params), inputs, train=True, rngs={"dropout": dropout_key}, mutable=["batch_stats"]
+        )
+        outputs = outputs.astype(jnp.float32)
+        losses = per_example_loss(outputs, targets, loss)
+        return jnp.mean(losses), (outputs, losses, updates)
+
+    (_, (outputs, losses, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+    weights = jnp.ones(losses.shape, jnp.float32)
+    return new_state, _metric_sums(outputs, targets, losses, loss, weights)
+
+
+def eval_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    loss: str = "cross_entropy",
+    transform: Transform | None = None,
+) -> Metrics:
+    """Metric sums of the model in eval mode on ``batch`` (entries with ``mask`` 0 ignored)."""
+    inputs = _prepare_inputs(batch["image"], jax.random.PRNGKey(0), transform)
+    outputs = state.apply_fn(state.variables(), inputs, train=False).astype(jnp.float32)
+    losses = per_example_loss(outputs, batch["label"], loss)
+    weights = batch.get("mask")
+    weights = jnp.ones(losses.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
+    return _metric_sums(outputs, batch["label"], losses, loss, weights)
+
+
+def _zeros_like_metrics(loss: str) -> Metrics:
+    keys = ("loss", "count", "correct") if loss == "cross_entropy" else ("loss", "count")
+    return {k: jnp.zeros((), jnp.float32) for k in keys}
+
+
+def _add(a: Metrics, b: Metrics) -> Metrics:
+    return {k: a[k] + b[k] for k in a}
+
+
+def train_chunk(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    indices: jax.Array,
+    *,
+    loss: str = "cross_entropy",
+    transform: Transform | None = None,
+    batch_sharding: Any = None,
+) -> tuple[TrainState, Metrics]:
+    """``len(indices)`` train steps in one ``lax.scan``; batch ``i`` is ``images[indices[i]]``.
+
+    ``images``/``labels`` are the whole split on the device; only indices travel per chunk.
+    """
+
+    def body(carry: tuple[TrainState, Metrics], batch_indices: jax.Array) -> tuple[tuple[TrainState, Metrics], None]:
+        state, sums = carry
+        batch = {"image": jnp.take(images, batch_indices, axis=0), "label": jnp.take(labels, batch_indices, axis=0)}
+        state, metrics = train_step(state, batch, loss=loss, transform=transform, batch_sharding=batch_sharding)
+        return (state, _add(sums, metrics)), None
+
+    (state, sums), _ = jax.lax.scan(body, (state, _zeros_like_metrics(loss)), indices)
+    return state, sums
+
+
+def evaluate_arrays(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array,
+    *,
+    loss: str = "cross_entropy",
+    transform: Transform | None = None,
+) -> Metrics:
+    """Metric sums over a whole split laid out as ``(num_batches, batch, ...)`` with a padding ``mask``."""
+
+    def body(sums: Metrics, batch: Batch) -> tuple[Metrics, None]:
+        return _add(sums, eval_step(state, batch, loss=loss, transform=transform)), None
+
+    sums, _ = jax.lax.scan(body, _zeros_like_metrics(loss), {"image": images, "label": labels, "mask": mask})
+    return sums
+
+
+def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
+    """The epoch's order of the training examples: a permutation drawn from ``fold_in(key, epoch)``."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples).astype(jnp.int32)
+
+
+def summarize(sums: dict[str, Any]) -> dict[str, float]:
+    """Means from metric sums: ``loss`` and, for classification, ``accuracy`` (a fraction)."""
+    count = float(sums["count"])
+    out = {"loss": float(sums["loss"]) / max(count, 1.0)}
+    if "correct" in sums:
+        out["accuracy"] = float(sums["correct"]) / max(count, 1.0)
+    return out
+
+
+class StepFunctions:
+    """The jitted functions of one run: built once, compiled on first use, reused every epoch.
+
+    ``train_chunk`` and ``train_step`` donate the state. ``loss`` is ``"cross_entropy"`` or
+    ``"mse"``; ``train_transform``/``eval_transform`` map ``(key, uint8 images)`` to float32 inputs.
+    """
+
+    def __init__(
+        self,
+        *,
+        loss: str = "cross_entropy",
+        train_transform: Transform | None = None,
+        eval_transform: Transform | None = None,
+        batch_sharding: Any = None,
+        state_sharding: Any = None,
+    ) -> None:
+        _check_loss(loss)
+        self.loss = loss
+        train_kw = {"loss": loss, "transform": train_transform, "batch_sharding": batch_sharding}
+        eval_kw = {"loss": loss, "transform": eval_transform}
+        out_state = {} if state_sharding is None else {"out_shardings": (state_sharding, None)}
+        self.train_step = jax.jit(functools.partial(train_step, **train_kw), donate_argnums=(0,), **out_state)
+        self.train_chunk = jax.jit(functools.partial(train_chunk, **train_kw), donate_argnums=(0,), **out_state)
+        self.eval_step = jax.jit(functools.partial(eval_step, **eval_kw))
+        self.evaluate_arrays = jax.jit(functools.partial(evaluate_arrays, **eval_kw))
+        self.epoch_permutation = jax.jit(epoch_permutation, static_argnums=(2,))

@@ -1,0 +1,111 @@
+"""Two real processes on localhost (``jax.distributed``, CPU, gloo) train together like one process.
+
+The test starts this file twice as a script (``python tests/test_distributed.py OUT``) with
+``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` set, 2 CPU devices each;
+both run the toy run of tests/test_parallel.py over a 4-device global mesh, each feeding its half
+of every global batch. The pytest process runs the same on a 4-device (and a 1-device) local mesh.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+NUM_PROCESSES = 2
+DEVICES_PER_PROCESS = 2
+NUM_STEPS = 4
+TIMEOUT_S = 150
+
+
+def _worker(out: str) -> None:
+    """One process of the job: join it, train, write what it saw to ``out`` (.npz)."""
+    import jax
+
+    from spinal_jax import parallel
+
+    assert parallel.initialize_distributed(initialization_timeout=60)
+    from test_parallel import state_arrays, train_run
+
+    mesh = parallel.make_mesh()
+    state, losses = train_run(mesh, NUM_STEPS)
+    arrays = state_arrays(state)
+    info = np.asarray([jax.process_index(), jax.process_count(), jax.device_count(), jax.local_device_count()])
+    tmp = out + ".tmp.npz"
+    np.savez(tmp, __info__=info, __losses__=np.asarray(losses), **arrays)
+    os.replace(tmp, out)
+    jax.distributed.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path):
+    from test_parallel import assert_same_state, state_arrays, train_run
+
+    from spinal_jax import parallel
+
+    port = _free_port()
+    procs, outs = [], []
+    for pid in range(NUM_PROCESSES):
+        env = dict(os.environ)
+        env.update(
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES=str(NUM_PROCESSES),
+            JAX_PROCESS_ID=str(pid),
+            JAX_DEFAULT_MATMUL_PRECISION="highest",
+        )
+        out = str(tmp_path / f"proc{pid}.npz")
+        outs.append(out)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), out],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=TIMEOUT_S)[0])
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail(f"the two-process job did not finish in {TIMEOUT_S} s")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-4000:]
+
+    results = [dict(np.load(out)) for out in outs]
+    for pid, res in enumerate(results):
+        index, count, devices, local = res.pop("__info__").tolist()
+        assert (index, count, devices, local) == (pid, NUM_PROCESSES, NUM_PROCESSES * DEVICES_PER_PROCESS, DEVICES_PER_PROCESS)
+    losses = [res.pop("__losses__") for res in results]
+    np.testing.assert_array_equal(losses[0], losses[1])
+    assert_same_state(results[0], results[1], rtol=0)
+
+    for mesh in (parallel.make_mesh(NUM_PROCESSES * DEVICES_PER_PROCESS), parallel.make_mesh(1)):
+        state, ref_losses = train_run(mesh, NUM_STEPS)
+        np.testing.assert_allclose(losses[0], ref_losses, rtol=1e-5)
+        assert_same_state(results[0], state_arrays(state))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    _worker(sys.argv[1])

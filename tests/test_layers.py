@@ -1,0 +1,321 @@
+"""SpinalDense (linen): float32 JAX vs the float64 NumPy reference, shapes, counts, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from spinal_jax import SpinalDense, reference
+from spinal_jax.layers import make_plan, num_params, spinal_forward
+
+ACTIVATIONS = {
+    "relu": (nn.relu, lambda v: np.maximum(v, 0.0)),
+    "tanh": (jnp.tanh, np.tanh),
+    "leaky": (lambda v: nn.leaky_relu(v, 0.01), lambda v: np.where(v >= 0, v, 0.01 * v)),
+    "linear": (None, None),
+}
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def to_np(tree):
+    return jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64), tree)
+
+
+def random_config(rng: np.random.Generator) -> dict:
+    d = int(rng.integers(1, 40))
+    return dict(
+        d=d,
+        num_splits=int(rng.integers(1, min(d, 6) + 1)),
+        layer_width=int(rng.integers(1, 9)),
+        num_layers=int(rng.integers(1, 13)),
+        activation=str(rng.choice(list(ACTIVATIONS))),
+        batch_norm=bool(rng.integers(0, 2)),
+        features=None if rng.random() < 0.2 else int(rng.integers(1, 6)),
+        batch=int(rng.integers(2, 7)),
+    )
+
+
+def _setup(cfg: dict, seed: int):
+    act, np_act = ACTIVATIONS[cfg["activation"]]
+    layer = SpinalDense(
+        cfg["features"], cfg["layer_width"], cfg["num_layers"], num_splits=cfg["num_splits"],
+        activation=act, batch_norm=cfg["batch_norm"], init_scheme="torch",
+    )
+    key = jax.random.key(seed)
+    kx, kp, ks = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (cfg["batch"], cfg["d"]))
+    variables = layer.init(kp, x)
+    if cfg["batch_norm"]:  # random affine and running statistics instead of the trivial ones
+        leaves, tdef = jax.tree_util.tree_flatten(variables)
+        keys = jax.random.split(ks, len(leaves))
+        variables = jax.tree_util.tree_unflatten(
+            tdef, [v + 0.3 * jnp.abs(jax.random.normal(k, v.shape)) for v, k in zip(leaves, keys)]
+        )
+    return layer, variables, x, np_act
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_matches_float64_reference(seed):
+    """Random configurations: outputs and gradients (directional, per leaf) within 1e-5 relative."""
+    rng = np.random.default_rng(seed)
+    cfg = random_config(rng)
+    layer, variables, x, np_act = _setup(cfg, seed)
+    train = cfg["batch_norm"] and bool(rng.integers(0, 2))
+    ref_kw = dict(num_splits=cfg["num_splits"], activation=np_act, batch_norm=cfg["batch_norm"], train=train)
+    stats = variables.get("batch_stats", {})
+    c = rng.standard_normal((cfg["batch"], cfg["features"] or cfg["num_layers"] * cfg["layer_width"]))
+
+    def loss(params, x):
+        y = layer.apply({"params": params, "batch_stats": stats}, x, train=train, mutable=["batch_stats"])[0]
+        return jnp.sum(y * c), y
+
+    (_, y), (g_params, g_x) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+        variables["params"], x
+    )
+    p64, s64, x64 = to_np(variables["params"]), to_np(stats), np.asarray(x, np.float64)
+    y_ref = reference.forward(p64, x64, batch_stats=s64, **ref_kw)
+    assert y.shape == y_ref.shape
+    assert rel_err(y, y_ref) <= 1e-5, cfg
+
+    def ref_loss(p, xx):
+        return float(np.sum(reference.forward(p, xx, batch_stats=s64, **ref_kw) * c))
+
+    h = 1e-6
+    # Directional derivative along a random direction, for the input and for each parameter leaf.
+    targets = [("x", g_x, None)] + [
+        (jax.tree_util.keystr(path), g, path)
+        for path, g in jax.tree_util.tree_flatten_with_path(g_params)[0]
+    ]
+    # Scale: the RMS of the largest gradient leaf times |v| (leaves that are zero in exact arithmetic,
+    # e.g. a bias before a train-mode BatchNorm, only carry float32 round-off).
+    rms = max(float(np.sqrt(np.mean(np.square(np.asarray(g, np.float64))))) for _, g, _ in targets)
+    for name, g, path in targets:
+        g = np.asarray(g, np.float64)
+        v = rng.standard_normal(g.shape)
+
+        def shifted(t, path=path, v=v):
+            if path is None:
+                return p64, x64 + t * v
+            p = jax.tree_util.tree_map_with_path(
+                lambda q, leaf: leaf + t * v if q == path else leaf, p64
+            )
+            return p, x64
+
+        fd = (ref_loss(*shifted(h)) - ref_loss(*shifted(-h))) / (2 * h)
+        scale = rms * np.linalg.norm(v)
+        assert abs(float(np.sum(g * v)) - fd) / scale <= 1e-5, (name, cfg)
+
+
+def test_plan_segments_wrap_and_round_half_even():
+    plan = make_plan(10, 3, 4, 5)
+    assert plan.segment_size == 3
+    assert plan.segment_indices(3).tolist() == [9, 0, 1]
+    assert plan.segment_pieces(9) == ((9, 10), (0, 2))
+    assert make_plan(10, 4, 1, 1).segment_size == 2  # 2.5 -> 2
+    assert make_plan(6, 4, 1, 1).segment_size == 2  # 1.5 -> 2
+    halves = make_plan(8, 2, 3, 4)
+    assert [halves.segment_indices(k)[0] for k in range(4)] == [0, 4, 0, 4]
+
+
+def test_alternating_halves_explicit():
+    """num_splits=2, 4 layers written out by hand (the canonical head of the original)."""
+    layer = SpinalDense(3, 5, 4)
+    x = jax.random.normal(jax.random.key(0), (4, 12))
+    v = layer.init(jax.random.key(1), x)
+    p = v["params"]
+    halves = [x[:, :6], x[:, 6:]]
+    h, outs = None, []
+    for k in range(4):
+        inp = halves[k % 2] if h is None else jnp.concatenate([halves[k % 2], h], axis=1)
+        h = nn.relu(inp @ p[f"hidden_{k}"]["kernel"] + p[f"hidden_{k}"]["bias"])
+        outs.append(h)
+    want = jnp.concatenate(outs, axis=1) @ p["output"]["kernel"] + p["output"]["bias"]
+    assert rel_err(layer.apply(v, x), want) <= 1e-6
+
+
+def test_param_tree_and_original_head_counts():
+    vgg = SpinalDense(10, 128, 4, batch_norm=True)
+    v = vgg.init(jax.random.key(0), jnp.ones((2, 256)))
+    assert v["params"]["hidden_0"]["kernel"].shape == (128, 128)
+    assert v["params"]["hidden_3"]["kernel"].shape == (256, 128)
+    assert v["params"]["output"]["kernel"].shape == (512, 10)
+    assert v["params"]["bn_2"]["scale"].shape == (128,)
+    assert v["batch_stats"]["bn_3"]["var"].shape == (128,)
+    count = sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))
+    assert count == 121_354 == num_params(10, 256, 128, 4, batch_norm=True)
+    small = SpinalDense(10, 8, 6)
+    v = small.init(jax.random.key(0), jnp.ones((2, 320)))
+    assert sum(a.size for a in jax.tree_util.tree_leaves(v)) == 8_538 == num_params(10, 320, 8, 6)
+    assert "batch_stats" not in v
+
+
+def test_features_none_returns_concatenation():
+    layer = SpinalDense(None, 3, 5, num_splits=3)
+    x = jnp.ones((2, 4, 9))
+    v = layer.init(jax.random.key(0), x)
+    assert "output" not in v["params"]
+    assert layer.apply(v, x).shape == (2, 4, 15)
+
+
+def test_weight_sharing_regression_variant():
+    """The original's regression head (§1.5): layers 5, 6 reuse layers 3, 4; hidden_4/5 unused."""
+    share = (0, 1, 2, 3, 2, 3)
+    lrelu = ACTIVATIONS["leaky"]
+    layer = SpinalDense(1, 5, 6, activation=lrelu[0], weight_sharing=share, init_scheme="torch")
+    x = jax.random.normal(jax.random.key(0), (7, 8))
+    v = layer.init(jax.random.key(1), x)
+    assert "hidden_5" in v["params"]
+    y = layer.apply(v, x)
+    want = reference.forward(to_np(v), np.asarray(x), activation=lrelu[1], weight_sharing=share)
+    assert rel_err(y, want) <= 1e-5
+    g = jax.grad(lambda p: layer.apply({"params": p}, x).sum())(v["params"])
+    assert float(jnp.abs(g["hidden_4"]["kernel"]).max()) == 0.0
+    assert float(jnp.abs(g["hidden_2"]["kernel"]).max()) > 0.0
+    plain = SpinalDense(1, 5, 6, activation=lrelu[0])
+    assert rel_err(plain.apply(v, x), y) > 1e-3
+    # shared-weight variant (§1.7): one fc2 for layers 2..L
+    sw = SpinalDense(2, 4, 5, weight_sharing=(0, 1, 1, 1, 1))
+    v = sw.init(jax.random.key(2), x)
+    assert rel_err(sw.apply(v, x), reference.forward(to_np(v), np.asarray(x), weight_sharing=(0, 1, 1, 1, 1))) <= 1e-5
+
+
+def test_torch_init_and_zero_bias():
+    layer = SpinalDense(4, 16, 3, init_scheme="torch")
+    v = layer.init(jax.random.key(0), jnp.ones((1, 64)))["params"]
+    k1 = v["hidden_1"]["kernel"]  # fan_in 32 + 16 = 48
+    assert float(jnp.abs(k1).max()) <= 1 / np.sqrt(48)
+    assert float(jnp.abs(k1).max()) > 0.8 / np.sqrt(48)
+    assert float(jnp.abs(v["hidden_1"]["bias"]).max()) > 0.0
+    z = SpinalDense(4, 16, 3, init_scheme="torch", zero_bias=True)
+    v = z.init(jax.random.key(0), jnp.ones((1, 64)))["params"]
+    assert all(float(jnp.abs(v[n]["bias"]).max()) == 0.0 for n in v)
+
+
+def test_leading_dims_vmap_jit_grad():
+    layer = SpinalDense(3, 4, 5, num_splits=3)
+    x = jax.random.normal(jax.random.key(0), (2, 3, 11))
+    v = layer.init(jax.random.key(1), x)
+    y = layer.apply(v, x)
+    flat = layer.apply(v, x.reshape(6, 11)).reshape(2, 3, 3)
+    assert rel_err(y, flat) <= 1e-6
+    vm = jax.vmap(lambda xx: layer.apply(v, xx))(x)
+    assert rel_err(vm, y) <= 1e-6
+    assert rel_err(jax.jit(layer.apply)(v, x), y) <= 1e-6
+    g = jax.jit(jax.grad(lambda p: layer.apply({"params": p}, x).sum()))(v["params"])
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(g))
+
+
+def test_bfloat16():
+    x = jax.random.normal(jax.random.key(0), (8, 32))
+    f32 = SpinalDense(4, 16, 4, batch_norm=True)
+    v = f32.init(jax.random.key(1), x)
+    want = f32.apply(v, x)
+    bf = SpinalDense(4, 16, 4, batch_norm=True, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    vb = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), v)
+    vb["batch_stats"] = v["batch_stats"]
+    got = bf.apply(vb, x.astype(jnp.bfloat16))
+    assert got.dtype == jnp.bfloat16
+    assert rel_err(got.astype(jnp.float32), want) < 5e-2
+    vb2 = bf.init(jax.random.key(1), x)
+    assert vb2["params"]["hidden_1"]["kernel"].dtype == jnp.bfloat16
+    y, upd = bf.apply(vb, x, train=True, mutable=["batch_stats"])
+    assert y.dtype == jnp.bfloat16 and upd["batch_stats"]["bn_0"]["mean"].dtype == jnp.float32
+
+
+def test_dropout():
+    layer = SpinalDense(None, 64, 3, dropout_rate=0.5, output_dropout_rate=0.0, activation=None)
+    x = jnp.ones((16, 64))
+    v = layer.init(jax.random.key(0), x)
+    eval_y = layer.apply(v, x)
+    assert rel_err(layer.apply(v, x, train=False), eval_y) == 0.0
+    with pytest.raises(Exception, match="dropout"):
+        layer.apply(v, x, train=True)
+    a = layer.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})
+    b = layer.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)})
+    assert rel_err(a, b) > 1e-3
+    assert rel_err(a, layer.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})) == 0.0
+    # first layer's input is all ones: its dropout keeps ~half the features, scaled by 2
+    only_out = SpinalDense(None, 8, 2, dropout_rate=0.0, output_dropout_rate=0.5)
+    y = only_out.apply(only_out.init(jax.random.key(0), x), x, train=True, rngs={"dropout": jax.random.key(3)})
+    ref = only_out.apply(only_out.init(jax.random.key(0), x), x)
+    kept = np.asarray(y != 0)
+    assert 0.35 < kept[np.asarray(ref) != 0].mean() < 0.65
+    np.testing.assert_allclose(np.asarray(y)[kept], 2 * np.asarray(ref)[kept], rtol=1e-6)
+
+
+def test_compiles_once_per_shape():
+    traces = []
+
+    def counting_relu(v):
+        traces.append(1)
+        return nn.relu(v)
+
+    layer = SpinalDense(3, 4, 6, activation=counting_relu)
+    x = jnp.ones((5, 10))
+    v = layer.init(jax.random.key(0), x)
+    f = jax.jit(layer.apply)
+    f(v, x)
+    n = len(traces)
+    assert n > 0
+    f(v, x + 1.0)
+    f(jax.tree_util.tree_map(lambda a: a * 2, v), x)
+    assert len(traces) == n
+    f(v, jnp.ones((7, 10)))
+    assert len(traces) > n
+
+
+def test_deep_stack():
+    layer = SpinalDense(2, 3, 120, num_splits=4)
+    x = jax.random.normal(jax.random.key(0), (3, 10))
+    v = layer.init(jax.random.key(1), x)
+    want = reference.forward(to_np(v), np.asarray(x), num_splits=4)
+    assert rel_err(layer.apply(v, x), want) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "x_shape", "match"),
+    [
+        (dict(num_layers=0), (2, 8), "num_layers"),
+        (dict(num_splits=0), (2, 8), "num_splits"),
+        (dict(layer_width=0), (2, 8), "layer_width"),
+        (dict(num_splits=9), (2, 8), r"num_splits must be in \[1, 8\]"),
+        (dict(dropout_rate=1.0), (2, 8), r"dropout_rate must be in \[0, 1\)"),
+        (dict(dropout_rate=-0.1), (2, 8), "dropout_rate"),
+        (dict(output_dropout_rate=1.5), (2, 8), "output_dropout_rate"),
+        (dict(weight_sharing=(0, 0, 1)), (2, 8), "weight_sharing"),
+    ],
+)
+def test_bad_options(kwargs, x_shape, match):
+    opts = dict(features=2, layer_width=3, num_layers=3, num_splits=2) | kwargs
+    layer = SpinalDense(**opts)
+    with pytest.raises(ValueError, match=match):
+        layer.init(jax.random.key(0), jnp.ones(x_shape))
+
+
+def test_bad_inputs():
+    layer = SpinalDense(2, 3, 3)
+    v = layer.init(jax.random.key(0), jnp.ones((2, 8)))
+    with pytest.raises(ValueError, match=r"input last dimension is 12.*segment size 4"):
+        layer.apply(v, jnp.ones((2, 12)))
+    with pytest.raises(ValueError, match="floating"):
+        layer.apply(v, jnp.ones((2, 8), jnp.int32))
+    with pytest.raises(ValueError, match="floating"):
+        layer.init(jax.random.key(0), jnp.ones((2, 8), jnp.int32))
+
+
+def test_spinal_forward_is_pure():
+    """The shared pure function gives the module's output from the same trees."""
+    layer = SpinalDense(3, 4, 4, batch_norm=True)
+    x = jax.random.normal(jax.random.key(0), (6, 9))
+    v = layer.init(jax.random.key(1), x)
+    y, new = spinal_forward(v["params"], v["batch_stats"], x, make_plan(9, 2, 4, 4), batch_norm=True, train=True)
+    y2, upd = layer.apply(v, x, train=True, mutable=["batch_stats"])
+    assert rel_err(y, y2) == 0.0
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), new, upd["batch_stats"]))

@@ -1,0 +1,309 @@
+"""The training engine: steps, determinism, kill-and-resume, corrupt checkpoints, NaN stop, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from spinal_jax.train import Config, loop, steps
+from spinal_jax.train.checkpoint import CheckpointWarning
+from spinal_jax.train.loop import Split, TrainingDiverged, train_and_evaluate
+from spinal_jax.train.state import create_train_state
+
+# Timing fields legitimately differ between runs; everything else must be identical.
+TIMING = {"seconds", "steps_per_second", "includes_compile", "seconds_per_epoch", "first_epoch_seconds"}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _synthetic_splits(config: Config) -> tuple[Split, Split | None, Split, int]:
+    """Small 28x28 data whose class is the brightest quadrant, so training makes progress."""
+    rng = np.random.default_rng(1234)
+
+    def make(n: int) -> Split:
+        y = rng.integers(0, 4, n).astype(np.int32)
+        x = rng.integers(0, 60, (n, 28, 28, 1)).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, q = divmod(int(c), 2)
+            x[i, 14 * r : 14 * r + 14, 14 * q : 14 * q + 14] += 150
+        return Split(x, y)
+
+    train, test = make(100), make(40)
+    val = None
+    if config.protocol == "clean":
+        train, val = Split(train.x[:80], train.y[:80]), Split(train.x[80:], train.y[80:])
+    return train, val, test, 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Runs of one config share their compiled executables (as the CLI does); restored afterwards."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {n: getattr(jax.config, n) for n in names}
+    loop.enable_compilation_cache(tmp_path_factory.mktemp("xla_cache"))
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    monkeypatch.setattr(loop, "load_splits", _synthetic_splits)
+
+
+def _cnn_config(**kw) -> Config:
+    # mnist_cnn has Dropout2d and dropout; the augmentation draws per-step keys; the random lr rule
+    # (ties count: >=) draws from the controller's RNG: all must survive a resume bitwise.
+    # 100 examples at batch 16: 6 steps in chunks of 2 plus a tail batch of 4 (not divisible by 8 devices).
+    base = dict(
+        name="synthetic_cnn",
+        model="mnist_cnn",
+        dataset="mnist",
+        num_classes=4,
+        head="spinal",
+        epochs=4,
+        batch_size=16,
+        eval_batch_size=16,
+        optimizer="sgd",
+        learning_rate=0.1,
+        momentum=0.5,
+        lr_rule="random_on_plateau",
+        lr_scale=0.1,
+        lr_power=3.0,
+        lr_compare=">=",
+        train_augment="rotate(10)|normalize(0.5, 0.5)",
+        eval_preprocess="normalize(0.5, 0.5)",
+        log_every_steps=2,
+        tensorboard=False,
+        checkpoint_keep=3,
+        seed=3,
+    )
+    base.update(kw)
+    return Config(**base)
+
+
+def _final_arrays(run_dir: str) -> dict:
+    ckpt = os.path.join(run_dir, "checkpoints")
+    last = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+    with ocp.StandardCheckpointer() as c:
+        tree = c.restore(os.path.join(ckpt, str(last), "state"))
+    return jax.tree.map(np.asarray, tree)
+
+
+def _assert_bitwise(a, b) -> None:
+    la, ta = jax.tree_util.tree_flatten_with_path(a)
+    lb, tb = jax.tree_util.tree_flatten_with_path(b)
+    assert ta == tb
+    for (path, x), (_, y) in zip(la, lb, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape, path
+        assert np.array_equal(np.atleast_1d(x).view(np.uint8), np.atleast_1d(y).view(np.uint8)), f"{jax.tree_util.keystr(path)} differs"
+
+
+def _without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timing(v) for k, v in obj.items() if k not in TIMING}
+    if isinstance(obj, list):
+        return [_without_timing(v) for v in obj]
+    return obj
+
+
+def _read_metrics(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run of the synthetic CNN config (shared by the resume tests)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(loop, "load_splits", _synthetic_splits)
+    run_dir = str(tmp_path_factory.mktemp("reference"))
+    try:
+        summary = train_and_evaluate(_cnn_config(), run_dir, progress=False)
+    finally:
+        mp.undo()
+    return run_dir, summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+
+
+def test_loss_and_metric_sums():
+    logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0]])
+    labels = jnp.array([0, 1, 1])
+    losses = steps.per_example_loss(logits, labels, "cross_entropy")
+    expected = -jax.nn.log_softmax(logits)[jnp.arange(3), labels]
+    np.testing.assert_allclose(losses, expected, rtol=1e-6)
+    sums = steps._metric_sums(logits, labels, losses, "cross_entropy", jnp.array([1.0, 1.0, 0.0]))
+    assert float(sums["count"]) == 2.0 and float(sums["correct"]) == 1.0
+    np.testing.assert_allclose(float(sums["loss"]), float(expected[0] + expected[1]), rtol=1e-6)
+    mse = steps.per_example_loss(jnp.array([[1.0], [3.0]]), jnp.array([[0.0], [1.0]]), "mse")
+    np.testing.assert_allclose(mse, [1.0, 4.0])
+
+
+def test_train_chunk_equals_train_steps():
+    """A scanned chunk of steps gives the same state as the same steps one by one."""
+    from flax import linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = x.reshape(x.shape[0], -1)
+            x = nn.Dropout(0.3, deterministic=not train)(nn.relu(nn.Dense(8)(x)))
+            return nn.Dense(3)(x)
+
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (12, 4, 4, 1)), jnp.uint8)
+    labels = jnp.asarray(np.arange(12) % 3, jnp.int32)
+    idx = jnp.asarray(np.random.default_rng(1).permutation(12).reshape(3, 4), jnp.int32)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+    make = lambda: create_train_state(  # noqa: E731
+        Net(), tx, images[:1].astype(jnp.float32), jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+    )
+    fns = steps.StepFunctions(loss="cross_entropy")
+    chunk_state, chunk_sums = fns.train_chunk(make(), images, labels, idx)
+    state, total = make(), 0.0
+    for row in idx:
+        state, m = fns.train_step(state, {"image": images[row], "label": labels[row]})
+        total += float(m["loss"])
+    assert int(chunk_state.step) == int(state.step) == 3
+    np.testing.assert_allclose(float(chunk_sums["loss"]), total, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), chunk_state.params, state.params)
+
+
+def test_chunk_size_prefers_divisors():
+    assert loop.chunk_size(600, 50) == 50
+    assert loop.chunk_size(44, 10) == 11  # one compile instead of 10s plus a remainder
+    assert loop.chunk_size(7, 50) == 7
+    assert loop.chunk_size(97, 10) == 10  # prime: a shorter last chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: outputs, determinism, resume, corruption, NaN
+# ---------------------------------------------------------------------------------------------
+
+
+def test_run_outputs(reference):
+    run_dir, summary = reference
+    for name in ("summary.json", "metrics.jsonl", "curves.png", "config.json"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        on_disk = json.load(f)
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in ("config", "dataset", "model", "head", "seed", "epochs", "protocol", "test_accuracy",
+                "best_test_accuracy", "final_train_loss", "seconds_per_epoch"):
+        assert key in summary, key
+    assert summary["epochs"] == 4 and summary["protocol"] == "paper" and summary["head"] == "spinal"
+    records = _read_metrics(run_dir)
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+    for r in records:
+        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "learning_rate", "seconds",
+                    "steps_per_second"):
+            assert r[key] is not None, key
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+    assert summary["best_test_accuracy"] == max(r["test_accuracy"] for r in records)
+    assert summary["test_accuracy"] == records[-1]["test_accuracy"]
+    assert records[-1]["test_accuracy"] > 0.5  # 4 classes: chance is 0.25
+    # checkpoint_keep=3 after 4 epochs: 2, 3, 4
+    assert sorted(int(d) for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.isdigit()) == [2, 3, 4]
+
+
+def test_same_seed_same_numbers(reference, synthetic, tmp_path):
+    run_dir, summary = reference
+    again = train_and_evaluate(_cnn_config(), str(tmp_path), progress=False)
+    assert _without_timing(again) == _without_timing(summary)
+    _assert_bitwise(_final_arrays(str(tmp_path)), _final_arrays(run_dir))
+    other = train_and_evaluate(_cnn_config(seed=4, epochs=1), str(tmp_path / "other"), progress=False)
+    assert other["final_train_loss"] != _read_metrics(run_dir)[0]["train_loss"]  # the seed matters
+
+
+def test_finished_run_is_not_rerun(reference, synthetic):
+    run_dir, summary = reference
+    before = os.stat(os.path.join(run_dir, "summary.json")).st_mtime_ns
+    assert train_and_evaluate(_cnn_config(), run_dir, progress=False) == json.loads(json.dumps(summary))
+    assert os.stat(os.path.join(run_dir, "summary.json")).st_mtime_ns == before
+
+
+def test_other_config_in_same_dir_is_refused(reference, synthetic):
+    run_dir, _ = reference
+    with pytest.raises(loop.RunConfigMismatch, match="different config"):
+        train_and_evaluate(_cnn_config(learning_rate=0.01), run_dir, progress=False)
+
+
+def _interrupt_after(epoch: int):
+    def callback(e, record):
+        if e == epoch:
+            raise Interrupt
+
+    return callback
+
+
+def test_kill_and_resume_is_bitwise_identical(reference, synthetic, tmp_path):
+    ref_dir, ref_summary = reference
+    run_dir = str(tmp_path)
+    with pytest.raises(Interrupt):
+        train_and_evaluate(_cnn_config(), run_dir, progress=False, epoch_callback=_interrupt_after(0))
+    assert not os.path.exists(os.path.join(run_dir, "summary.json"))
+    assert len(_read_metrics(run_dir)) == 1
+    resumed = train_and_evaluate(_cnn_config(), run_dir, progress=False)
+    assert _without_timing(resumed) == _without_timing(ref_summary)
+    assert _without_timing(_read_metrics(run_dir)) == _without_timing(_read_metrics(ref_dir))
+    _assert_bitwise(_final_arrays(run_dir), _final_arrays(ref_dir))
+
+
+def test_corrupt_latest_checkpoint_falls_back(reference, synthetic, tmp_path):
+    ref_dir, ref_summary = reference
+    run_dir = str(tmp_path)
+    with pytest.raises(Interrupt):
+        train_and_evaluate(_cnn_config(), run_dir, progress=False, epoch_callback=_interrupt_after(1))
+    latest = os.path.join(run_dir, "checkpoints", "2", "state")
+    damaged = 0
+    for root, _, files in os.walk(latest):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "r+b") as f:  # overwrite every data/metadata file with garbage
+                size = max(os.path.getsize(path), 16)
+                f.write(b"\x5a" * size)
+            damaged += 1
+    assert damaged
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train_and_evaluate(_cnn_config(), run_dir, progress=False)
+    assert any(issubclass(w.category, CheckpointWarning) and "checkpoints/2" in str(w.message) for w in caught)
+    # Resumed from epoch 1 and re-trained epoch 2 identically.
+    assert _without_timing(resumed) == _without_timing(ref_summary)
+    _assert_bitwise(_final_arrays(run_dir), _final_arrays(ref_dir))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path):
+    # Epoch 0 trains normally; after it the lr is divided by 1e-30 (i.e. x1e30): epoch 1 diverges.
+    config = _cnn_config(lr_rule="divide_at_epochs", lr_epochs=(0,), lr_divisor=1e-30, epochs=3)
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf)|loss is"):
+        train_and_evaluate(config, str(tmp_path), progress=False)
+    assert not os.path.exists(tmp_path / "summary.json")
+    assert sorted(d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == ["1"]
+    assert len(_read_metrics(str(tmp_path))) == 1
+    params = _final_arrays(str(tmp_path))["state"]["params"]
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_clean_protocol_summary(synthetic, tmp_path):
+    summary = train_and_evaluate(_cnn_config(protocol="clean", epochs=2, lr_rule="none"), str(tmp_path), progress=False)
+    records = _read_metrics(str(tmp_path))
+    assert all(r["val_accuracy"] is not None for r in records)
+    sel = summary["selected_epoch"]
+    assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in records) == records[sel]["val_accuracy"]
+    assert summary["val_selected_test_accuracy"] == records[sel]["test_accuracy"]
+    assert summary["test_accuracy"] == records[-1]["test_accuracy"]
