@@ -102,7 +102,7 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     from spinal_jax import parallel
     from spinal_jax.train import apply_overrides, load_config, loop
 
-    config = loop.validate_config(apply_overrides(load_config(args.config), overrides))
+    config = apply_overrides(load_config(args.config), overrides).validate()
     mesh = parallel.make_mesh(args.num_devices) if args.num_devices is not None else None
     summary = loop.train_and_evaluate(config, args.workdir, progress=None if not args.quiet else False, mesh=mesh)
     print(loop.format_table([summary]))

@@ -13,6 +13,7 @@ does not grow with depth through the network's ops.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -71,7 +72,7 @@ def _take_layers(stacked: Array, idx: tuple[int, ...]) -> Array:
     if len(idx) == 1:
         return jax.lax.slice_in_dim(stacked, idx[0], idx[0] + 1, axis=0)
     step = idx[1] - idx[0]
-    if step > 0 and all(b - a == step for a, b in zip(idx, idx[1:])):
+    if step > 0 and all(b - a == step for a, b in itertools.pairwise(idx)):
         return jax.lax.slice_in_dim(stacked, idx[0], idx[-1] + 1, step, axis=0)
     return stacked[np.asarray(idx)]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from spinal_jax import data
-from spinal_jax.data import arrays, builders, synthetic
+from spinal_jax.data import arrays, builders, catalog, synthetic
 
 
 def test_import_does_not_import_tensorflow():
@@ -53,9 +53,16 @@ def test_digits_arrays_split_and_scaling():
     tr_x, tr_y = builders.digits_arrays("train")
     te_x, te_y = builders.digits_arrays("test")
     assert tr_x.shape == (1437, 8, 8, 1) and te_x.shape == (360, 8, 8, 1) and tr_x.dtype == np.uint8
-    np.testing.assert_array_equal(np.concatenate([tr_x, te_x]), images)
-    np.testing.assert_array_equal(np.concatenate([tr_y, te_y]), labels)
-    assert tr_x.max() == 255 and set(te_y.tolist()) == set(range(10))
+    # A stratified split: 36 test images of each class; train and test together are sklearn's digits.
+    assert np.bincount(te_y, minlength=10).tolist() == [36] * 10
+    both = np.concatenate([tr_x, te_x]).reshape(len(labels), -1)
+    order = np.lexsort(both.T[::-1])
+    ref_order = np.lexsort(images.reshape(len(labels), -1).T[::-1])
+    np.testing.assert_array_equal(both[order], images.reshape(len(labels), -1)[ref_order])
+    np.testing.assert_array_equal(np.concatenate([tr_y, te_y])[order], labels[ref_order])
+    assert tr_x.max() == 255
+    # Deterministic: the same split every call.
+    np.testing.assert_array_equal(builders.digits_arrays("test")[1], te_y)
 
 
 def test_digits_without_tfds_uses_sklearn_and_cache(tmp_path, monkeypatch):
@@ -98,7 +105,8 @@ def test_cache_write_is_atomic_and_checked(tmp_path, monkeypatch):
         arrays.write_cache(path, x, [1, 2], {"name": "digits", "split": "train"})
     assert os.listdir(os.path.dirname(path)) == []
     monkeypatch.undo()
-    arrays.write_cache(path, x, [1, 2], {"name": "digits", "split": "train"})
+    current = {"name": "digits", "split": "train", "version": catalog.BUILT_VERSIONS["digits"]}
+    arrays.write_cache(path, x, [1, 2], current)
     gx, gy = data.load_arrays("digits", "train", tmp_path)
     np.testing.assert_array_equal(gx, x)
     assert gy.tolist() == [1, 2]
@@ -131,3 +139,13 @@ def test_regression_data(kind):
     assert noise.min() >= -1e-5 and noise.max() <= 0.2 + 1e-5 and noise.std() > 0.04  # per-sample 0.2*U(0,1)
     with pytest.raises(ValueError, match="kind must be one of"):
         synthetic.regression_data("division")
+
+
+def test_stale_digits_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    path = arrays.cache_path("digits", "test", tmp_path)
+    stale = np.zeros((3, 8, 8, 1), np.uint8)
+    arrays.write_cache(path, stale, [0, 1, 2], {"name": "digits", "split": "test", "version": "1.0.0"})
+    x, y = data.load_arrays("digits", "test", tmp_path)
+    np.testing.assert_array_equal(y, builders.digits_arrays("test")[1])
+    assert arrays.is_current(path, "digits")

@@ -27,7 +27,8 @@ def qmnist_src(tmp_path):
             for k in range(n):
                 arr = rng.integers(0, 256, (28, 28), dtype=np.uint8)  # grayscale
                 p = str(src / split / cls / f"img{k}.png")
-                _write(p, arr)
+                # one image stored as RGB with equal channels: read back as the same grey values
+                _write(p, np.repeat(arr[..., None], 3, axis=-1) if (split, cls, k) == ("train", "2", 1) else arr)
                 expected[p] = (arr, cls)
     return src, expected
 
@@ -38,14 +39,28 @@ def test_folder_dataset_roundtrip(qmnist_src, tmp_path):
     assert counts == {"train": 6, "test": 3}
     os.remove(data.cache_path("qmnist", "train", tmp_path / "dd"))  # read back through TFDS
     x, y = data.load_arrays("qmnist", "train", tmp_path / "dd")
-    assert x.shape == (6, 28, 28, 3) and x.dtype == np.uint8
+    # QMNIST is grayscale (torchvision's QMNIST class), unlike ImageFolder's RGB
+    assert x.shape == (6, 28, 28, 1) and x.dtype == np.uint8
+    assert data.info("qmnist").image_shape == (28, 28, 1)
     classes = ["0", "10", "2"]
     train = sorted((p, v) for p, v in expected.items() if "/train/" in p)
     for k, (_, (arr, cls)) in enumerate(sorted(train, key=lambda t: (classes.index(t[1][1]), t[0]))):
-        np.testing.assert_array_equal(x[k], np.repeat(arr[..., None], 3, axis=-1))  # gray -> RGB
+        np.testing.assert_array_equal(x[k], arr[..., None])
         assert y[k] == classes.index(cls)
+    x2, _ = data.load_arrays("qmnist", "train", tmp_path / "dd")  # from the cache
+    np.testing.assert_array_equal(x2, x)
     with pytest.raises(ValueError, match="no split 'valid'"):
         data.load_arrays("qmnist", "valid", tmp_path / "dd")
+
+
+def test_stale_rgb_qmnist_cache_is_rejected(tmp_path):
+    from spinal_jax.data import arrays, catalog
+
+    path = data.cache_path("qmnist", "test", tmp_path)
+    meta = {"name": "qmnist", "split": "test", "upright": True, "version": catalog.BUILT_VERSIONS["qmnist"]}
+    arrays.write_cache(path, np.zeros((2, 28, 28, 3), np.uint8), np.zeros(2, np.int32), meta)
+    with pytest.raises(ValueError, match=r"3-channel images, the catalog expects 1.*prepare qmnist"):
+        data.load_arrays("qmnist", "test", tmp_path)
 
 
 def test_folder_errors(tmp_path):

@@ -163,8 +163,9 @@ def test_vgg_head_gradients_and_one_step(opt):
             # first step (about lr * sign(g)) turns the round-off into +-lr, so check it is round-off.
             assert np.abs(tgrads[k]).max() < 1e-6 * gmax and np.abs(gsd[k]).max() < 1e-6 * gmax
             continue
-        if True:
-            assert_close(got[k], v.numpy(), rtol=1e-5, atol=1e-7, err_msg=k)
+        # Adam's first step is lr * g / (|g| + 1e-8): for |g| near 1e-8 it amplifies float32 round-off
+        # in g by up to 1e8, so its absolute tolerance is 2e-3 of the step size lr (sgd: 1e-7).
+        assert_close(got[k], v.numpy(), rtol=1e-5, atol=1e-7 if opt == "sgd" else 2e-3 * 1e-3, err_msg=k)
 
 
 def test_round_trip_and_torch_strict_load():

@@ -56,7 +56,7 @@ def _setup(cfg: dict, seed: int):
         leaves, tdef = jax.tree_util.tree_flatten(variables)
         keys = jax.random.split(ks, len(leaves))
         variables = jax.tree_util.tree_unflatten(
-            tdef, [v + 0.3 * jnp.abs(jax.random.normal(k, v.shape)) for v, k in zip(leaves, keys)]
+            tdef, [v + 0.3 * jnp.abs(jax.random.normal(k, v.shape)) for v, k in zip(leaves, keys, strict=False)]
         )
     return layer, variables, x, np_act
 
@@ -319,3 +319,22 @@ def test_spinal_forward_is_pure():
     y2, upd = layer.apply(v, x, train=True, mutable=["batch_stats"])
     assert rel_err(y, y2) == 0.0
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), new, upd["batch_stats"]))
+
+
+def test_benchmark_quick(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_spinal_dense.py"
+    spec = importlib.util.spec_from_file_location("bench_spinal_dense", path)
+    bench = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "b.json"
+    bench.main(["--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert len(data["forward_backward"]) == 2 and data["forward_backward"][0]["spinal_ms"] > 0
+    assert out.with_suffix(".md").read_text().startswith("# SpinalDense benchmark")

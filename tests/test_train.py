@@ -307,3 +307,62 @@ def test_clean_protocol_summary(synthetic, tmp_path):
     assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in records) == records[sel]["val_accuracy"]
     assert summary["val_selected_test_accuracy"] == records[sel]["test_accuracy"]
     assert summary["test_accuracy"] == records[-1]["test_accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming datasets, pretrained weights
+# ---------------------------------------------------------------------------------------------
+
+
+def test_streamed_dataset_trains_and_resumes_bitwise(monkeypatch, tmp_path):
+    """Host-streamed data goes through the same train_step; its per-epoch order survives a resume."""
+    import dataclasses
+
+    from spinal_jax import data
+
+    train, _, test, _ = _synthetic_splits(_cnn_config())
+    streamed_info = dataclasses.replace(data.info("mnist"), resident=False, train_preprocess=None,
+                                        eval_preprocess=None)
+
+    def fake_stream(name, split, batch_size, preprocess_spec=None, *, seed=0, shuffle=None, epochs=1,
+                    drop_remainder=False, data_dir=None):
+        split_data = train if split == "train" else test
+        order = np.random.default_rng(seed).permutation(len(split_data)) if shuffle else np.arange(len(split_data))
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            if drop_remainder and len(idx) < batch_size:
+                break
+            yield split_data.x[idx], split_data.y[idx]
+
+    monkeypatch.setattr(data, "info", lambda name: streamed_info)
+    monkeypatch.setattr(data, "stream", fake_stream)
+    config = _cnn_config(train_augment="", eval_preprocess="", epochs=3, lr_rule="none")
+    ref = train_and_evaluate(config, str(tmp_path / "ref"), progress=False)
+    assert _read_metrics(str(tmp_path / "ref"))[-1]["train_accuracy"] > 0.5
+    with pytest.raises(Interrupt):
+        train_and_evaluate(config, str(tmp_path / "cut"), progress=False, epoch_callback=_interrupt_after(0))
+    resumed = train_and_evaluate(config, str(tmp_path / "cut"), progress=False)
+    assert _without_timing(resumed) == _without_timing(ref)
+    _assert_bitwise(_final_arrays(str(tmp_path / "cut")), _final_arrays(str(tmp_path / "ref")))
+
+
+def test_init_checkpoint_loads_backbone_and_keeps_new_head(tmp_path):
+    from spinal_jax import models
+    from spinal_jax.interop import torch as torch_interop
+
+    model = models.get("digits_mlp", 10, "default")
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    x = jnp.zeros((1, 8, 8, 1), jnp.float32)
+    state = create_train_state(model, tx, x, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
+    donor = create_train_state(model, tx, x, jax.random.PRNGKey(7), jax.random.PRNGKey(1))
+    sd = torch_interop.to_state_dict(model, donor.variables())
+    backbone = {k: v for k, v in sd.items() if k.startswith("fc1.")}
+    backbone["fc2.weight"] = np.zeros((1000, 64), np.float32)  # an ImageNet-sized head: not loaded
+    path = str(tmp_path / "backbone.npz")
+    np.savez(path, **backbone)
+    loaded = loop._load_init_checkpoint(state, model, path)
+    np.testing.assert_array_equal(loaded.params["fc1"]["kernel"], donor.params["fc1"]["kernel"])
+    np.testing.assert_array_equal(loaded.params["fc2"]["kernel"], state.params["fc2"]["kernel"])
+    np.savez(str(tmp_path / "other.npz"), **{"conv.weight": np.zeros((3, 3), np.float32)})
+    with pytest.raises(ValueError, match="matches only 0"):
+        loop._load_init_checkpoint(state, model, str(tmp_path / "other.npz"))

@@ -48,14 +48,24 @@ def write_cache(path: str, images: np.ndarray, labels: np.ndarray, meta: dict) -
     return path
 
 
-def read_cache(path: str, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads and checks an array cache; ValueError naming the file if it is not one of ours."""
+def _read_npz(path: str) -> tuple[dict, np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            images, labels = z["images"], z["labels"]
+            return json.loads(str(z["meta"])), z["images"], z["labels"]
     except Exception as e:
         raise ValueError(f"array cache {path} is unreadable ({e}); delete it and run prepare again") from e
+
+
+def is_current(path: str, name: str) -> bool:
+    """False for a cache of a package-built dataset (e.g. digits) written by another version of it."""
+    if name not in catalog.BUILT_VERSIONS or not os.path.isfile(path):
+        return True
+    return _read_npz(path)[0].get("version") == catalog.BUILT_VERSIONS[name]
+
+
+def read_cache(path: str, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reads and checks an array cache; ValueError naming the file if it is not one of ours."""
+    meta, images, labels = _read_npz(path)
     if meta.get("format") != CACHE_FORMAT or meta.get("name") != name or meta.get("split") != split:
         raise ValueError(f"array cache {path} holds {meta}, not {name!r}/{split!r}; delete it")
     if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (images.shape[0],):
@@ -84,11 +94,13 @@ def load_arrays(
     i = catalog.info(name)
     _check_split(i, split)
     path = cache_path(name, split, data_dir)
-    if os.path.isfile(path):
-        return read_cache(path, name, split)
+    if os.path.isfile(path) and is_current(path, name):
+        return _check_channels(i, read_cache(path, name, split), path)
     from spinal_jax.data import builders
 
     meta = {"name": name, "split": split, "upright": True}
+    if name in catalog.BUILT_VERSIONS:
+        meta["version"] = catalog.BUILT_VERSIONS[name]
     try:
         import tensorflow_datasets  # noqa: F401
     except ImportError:
@@ -110,9 +122,20 @@ def load_arrays(
         builder.download_and_prepare()
     if i.source == "folder" and split not in builder.info.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; prepared splits: {list(builder.info.splits)}")
-    images, labels = builders.read_split(builder, split, transpose=i.transpose)
+    images, labels = _check_channels(i, builders.read_split(builder, split, transpose=i.transpose), builder.data_dir)
     write_cache(path, images, labels, {**meta, "source": "tfds"})
     return images, labels
+
+
+def _check_channels(i: catalog.DatasetInfo, arrays: tuple[np.ndarray, np.ndarray], where: str) -> tuple:
+    """ValueError if the images' channel count is not the catalog's (e.g. data prepared by an older version)."""
+    c = arrays[0].shape[-1]
+    if c != i.image_shape[-1]:
+        raise ValueError(
+            f"dataset {i.name!r} at {where} has {c}-channel images, the catalog expects {i.image_shape[-1]}; "
+            f"it was prepared by an older version: delete it and run `spinal-jax prepare {i.name}` again"
+        )
+    return arrays
 
 
 def export_arrays(
@@ -133,6 +156,9 @@ def export_arrays(
         images, labels = load_arrays(name, split, data_dir)
         dst = cache_path(name, split, out_dir)
         if os.path.abspath(dst) != os.path.abspath(cache_path(name, split, data_dir)):
-            write_cache(dst, images, labels, {"name": name, "split": split, "upright": True, "source": "export"})
+            meta = {"name": name, "split": split, "upright": True, "source": "export"}
+            if name in catalog.BUILT_VERSIONS:
+                meta["version"] = catalog.BUILT_VERSIONS[name]
+            write_cache(dst, images, labels, meta)
         out.append(dst)
     return out

@@ -11,14 +11,17 @@ import numpy as np
 
 from spinal_jax.data import catalog
 
-DIGITS_TRAIN = 1437  # first 1,437 of sklearn's 1,797 digits = train, last 360 = test
+DIGITS_TRAIN = 1437  # 1,437 of sklearn's 1,797 digits are train, 360 test (a stratified 80/20 split)
+DIGITS_SPLIT_SEED = 0
 
 
 def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits as (uint8 (N, 8, 8, 1) in 0..255, int32 labels); split "train" / "test".
 
-    Pixels 0..16 are scaled by round(v * 255 / 16). The split is fixed: the first 1,437 images (in the
-    order sklearn ships them) are "train", the last 360 are "test" (each holds all 10 classes).
+    Pixels 0..16 are scaled by round(v * 255 / 16). The split is fixed: a stratified 80/20 split drawn
+    with numpy seed 0 (36 test images per class; 1,437 train, 360 test), each part in sklearn's order.
+    A sequential split (last 360 as test) is avoided on purpose: sklearn ships the digits grouped by
+    writer, so the last 360 come from writers unseen in training and measure writer shift instead.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split {split!r} of digits: use 'train' or 'test'")
@@ -32,8 +35,13 @@ def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     d = load_digits()
     images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     labels = d.target.astype(np.int32)
-    sl = slice(0, DIGITS_TRAIN) if split == "train" else slice(DIGITS_TRAIN, None)
-    return images[sl], labels[sl]
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    is_test = np.zeros(len(labels), dtype=bool)
+    per_class = (len(labels) - DIGITS_TRAIN) // 10
+    for c in range(10):
+        is_test[rng.choice(np.flatnonzero(labels == c), per_class, replace=False)] = True
+    keep = is_test if split == "test" else ~is_test
+    return images[keep], labels[keep]
 
 
 def _tfds():
@@ -55,8 +63,11 @@ def _digits_cls() -> type:
         """scikit-learn's 8x8 digits (offline): see :func:`digits_arrays`."""
 
         name = "digits"
-        VERSION = tfds.core.Version("1.0.0")
-        RELEASE_NOTES = {"1.0.0": "First 1,437 images train, last 360 test."}  # noqa: RUF012
+        VERSION = tfds.core.Version(catalog.BUILT_VERSIONS["digits"])
+        RELEASE_NOTES = {  # noqa: RUF012
+            "1.0.0": "First 1,437 images train, last 360 test.",
+            "1.1.0": "Stratified 80/20 split (numpy seed 0, 36 test images per class).",
+        }
 
         def _info(self):
             return tfds.core.DatasetInfo(
@@ -89,11 +100,12 @@ def _folder_cls(name: str) -> type:
     from spinal_jax.data import folders
 
     tfds = _tfds()
+    channels = catalog.info(name).image_shape[-1]
 
     class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Images in ImageFolder layout <source_dir>/<split>/<class>/<image>."""
 
-        VERSION = tfds.core.Version("1.0.0")
+        VERSION = tfds.core.Version(catalog.BUILT_VERSIONS.get(name, "1.0.0"))
         source_dir: str | None = None
 
         def _info(self):
@@ -105,7 +117,7 @@ def _folder_cls(name: str) -> type:
                 description=f"{self.name} from an ImageFolder-layout folder.",
                 features=tfds.features.FeaturesDict(
                     {
-                        "image": tfds.features.Image(shape=(None, None, 3)),
+                        "image": tfds.features.Image(shape=(None, None, channels)),
                         "label": tfds.features.ClassLabel(names=classes),
                     }
                 ),
@@ -120,7 +132,7 @@ def _folder_cls(name: str) -> type:
 
         def _generate_examples(self, files):
             for key, (path, label) in enumerate(files):
-                yield key, {"image": folders.load_rgb(path), "label": label}
+                yield key, {"image": folders.load_image(path, channels), "label": label}
 
     FolderBuilder.name = name.lower()
     return FolderBuilder

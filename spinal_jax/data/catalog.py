@@ -24,6 +24,10 @@ NORM_CINIC: Normalization = (
     (0.24205776, 0.23828046, 0.25874835),
 )
 
+#: Versions of the datasets this package builds itself; an array cache of another version is rebuilt.
+#: qmnist 1.1.0: grayscale (28, 28, 1) instead of ImageFolder's RGB.
+BUILT_VERSIONS = {"digits": "1.1.0", "qmnist": "1.1.0"}
+
 
 @dataclasses.dataclass(frozen=True)
 class HostPreprocess:
@@ -58,7 +62,8 @@ class DatasetInfo:
 
     ``splits``: all split names; ``train_split``/``eval_split``: the ones the original trained on and
     reported (for folder datasets the names of the expected sub-folders).
-    ``image_shape``: (H, W, C); None entries for datasets whose images vary in size.
+    ``image_shape``: (H, W, C); None entries for datasets whose images vary in size. C is also what a
+folder dataset's images are converted to on load (1: grayscale "L", 3: RGB).
     ``normalization``: the original's ``Normalize(mean, std)`` (None: ``ToTensor`` only, [0, 1]).
     ``resident``: True if the whole split is meant to live on the device (``load_arrays``); False for the
     transfer-learning sets read with :func:`spinal_jax.data.stream`.
@@ -123,8 +128,10 @@ _CATALOG: dict[str, DatasetInfo] = {
               train_preprocess=_tl_train(464, 448), eval_preprocess=HostPreprocess(resize=(448, 448), normalize=NORM_C100)),
         _tfds("cars196", 196, (None, None, 3), NORM_C100, resident=False,
               train_preprocess=_tl_train(456, 448), eval_preprocess=HostPreprocess(resize=(448, 448), normalize=NORM_C100)),
-        _folder("qmnist", 10, (28, 28, 3), NORM_MNIST, ("train", "test"), "test", resident=True,
-                notes="Not in TFDS: images in <source>/{train,test}/<class>/; grayscale is converted to RGB as ImageFolder does."),
+        _folder("qmnist", 10, _G, NORM_MNIST, ("train", "test"), "test", resident=True,
+                notes="Not in TFDS: images in <source>/{train,test}/<class>/ (e.g. written from torchvision's "
+                      "QMNIST(what='train'/'test'); test = the 60k QMNIST test set). Read as grayscale "
+                      "(28, 28, 1), as torchvision's QMNIST class gives them."),
         _folder("bird225", 225, (None, None, 3), NORM_C100, ("train", "valid", "test"), "test",
                 train_preprocess=_tl_train(230, 224), eval_preprocess=HostPreprocess(normalize=NORM_C100)),
         _folder("fruits360", 131, (None, None, 3), NORM_C100, ("Training", "Test"), "Test",

@@ -2,7 +2,8 @@
 
 As ImageFolder: classes are the sub-folder names sorted lexicographically (label = index), images are
 files with an image extension (case-insensitive), found recursively inside a class folder, and every
-image is converted to RGB (grayscale -> 3 equal channels).
+image is converted to RGB (grayscale -> 3 equal channels) — or, for a dataset the original read as
+grayscale (``qmnist``, 1 channel in the catalog), to grayscale.
 """
 
 from __future__ import annotations
@@ -58,17 +59,15 @@ def scan(source_dir: str | os.PathLike) -> Layout:
     return Layout(classes=classes, files=files)
 
 
-def load_rgb(path: str):
-    """Opens an image file as an RGB PIL image; ValueError naming the file if it cannot be decoded."""
+def load_image(path: str, channels: int = 3):
+    """Opens an image file as a PIL image converted to RGB (``channels=3``, as ImageFolder) or grayscale
+    "L" (``channels=1``); ValueError naming the file if it cannot be decoded."""
     from PIL import Image, UnidentifiedImageError
 
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return im.convert("RGB" if channels == 3 else "L")
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot decode image file {path!r} ({e}); remove or replace it") from e
-
-
-def load_rgb_array(path: str) -> np.ndarray:
-    """:func:`load_rgb` as a uint8 (H, W, 3) array."""
-    return np.asarray(load_rgb(path), dtype=np.uint8)

@@ -66,7 +66,10 @@ def prepare(
     if write_cache if write_cache is not None else i.resident:
         for split in counts:
             path = arrays.cache_path(name, split, dd)
-            if not os.path.isfile(path):
+            if not (os.path.isfile(path) and arrays.is_current(path, name)):
                 images, labels = builders.read_split(builder, split, transpose=i.transpose)
-                arrays.write_cache(path, images, labels, {"name": name, "split": split, "upright": True, "source": "tfds"})
+                meta = {"name": name, "split": split, "upright": True, "source": "tfds"}
+                if name in catalog.BUILT_VERSIONS:
+                    meta["version"] = catalog.BUILT_VERSIONS[name]
+                arrays.write_cache(path, images, labels, meta)
     return counts

@@ -277,6 +277,8 @@ def to_state_dict(
             value = _get(variables, (coll, *entry.flax_path, leaf))
             if value is None:
                 raise ValueError(f"variables lack {coll}/{'/'.join(entry.flax_path)}/{leaf} (for {key})")
-            value = np.asarray(jnp.asarray(value).astype(jnp.float32) if value.dtype == jnp.bfloat16 else value)
+            if value.dtype == jnp.bfloat16:
+                value = jnp.asarray(value).astype(jnp.float32)
+            value = np.array(value, copy=True)  # writable, owned (torch.from_numpy needs writable)
             out[key] = _to_torch(entry.kind, leaf, value)
     return out

@@ -36,8 +36,14 @@ _REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     # WRN-101-2 heads: V3 width 512 (STL-10, CIFAR-100 scripts); other widths/variants by override.
     "wide_resnet101_2": (
         ResNet,
-        {"stage_sizes": (3, 4, 23, 3), "bottleneck": True, "width_per_group": 128,
-         "variant": "v3", "width": 512, "model_name": "wide_resnet101_2"},
+        {
+            "stage_sizes": (3, 4, 23, 3),
+            "bottleneck": True,
+            "width_per_group": 128,
+            "variant": "v3",
+            "width": 512,
+            "model_name": "wide_resnet101_2",
+        },
     ),
     # ResNet-18: the hymenoptera script's §1.5 head (LeakyReLU, reuse), width 5.
     "resnet18": (
@@ -95,7 +101,9 @@ def init(model: nn.Module, key: jax.Array, batch: int = 1) -> dict[str, Any]:
 
 def num_params(model: nn.Module) -> int:
     """Number of trainable parameters (no variables are materialised)."""
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), example_input(model), train=False))
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), example_input(model), train=False)
+    )
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(shapes["params"]))
 
 

@@ -11,12 +11,12 @@ from flax import linen as nn
 from spinal_jax.models import heads
 from spinal_jax.models.common import (
     batch_norm,
-    kaiming_normal_fan_out,
     check_head,
     check_images,
     check_num_classes,
     dropout2d,
     flatten_nchw,
+    kaiming_normal_fan_out,
     max_pool,
     to_float,
     torch_conv,
@@ -35,8 +35,14 @@ def _auto(value: int | None, num_classes: int, small: int, large: int) -> int:
 
 
 # torch index in ``conv_layer`` of each (conv, bn or None) of the CIFAR CNN, with channels.
-_CNN_CONVS = ((0, 1, 3, 32), (3, None, 32, 64), (6, 7, 64, 128), (9, None, 128, 128),
-              (13, 14, 128, 256), (16, None, 256, 256))
+_CNN_CONVS = (
+    (0, 1, 3, 32),
+    (3, None, 32, 64),
+    (6, 7, 64, 128),
+    (9, None, 128, 128),
+    (13, 14, 128, 256),
+    (16, None, 256, 256),
+)
 
 
 class CifarCNN(nn.Module):
@@ -53,6 +59,7 @@ class CifarCNN(nn.Module):
     width: int | None = None
     num_layers: int = 4
     dropout: float = 0.1
+    conv_dropout: float = 0.05
     dtype: Any = None
     input_shape: tuple[int, int, int] = CIFAR_SHAPE
 
@@ -61,12 +68,17 @@ class CifarCNN(nn.Module):
         check_num_classes(self.num_classes, "cifar_cnn")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The V2 spinal head."""
         width = _auto(self.width, self.num_classes, 128, 256)
         return heads.spinal_head(
-            "v2", self.num_classes, width, num_layers=self.num_layers, dropout=self.dropout,
+            "v2",
+            self.num_classes,
+            width,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
             dtype=self.dtype,
+            detached=detached,
         )
 
     @nn.compact
@@ -81,7 +93,7 @@ class CifarCNN(nn.Module):
             if i % 2 == 1:
                 x = max_pool(x, 2)
             if i == 3:
-                x = dropout2d(0.05)(x, deterministic=not train)
+                x = dropout2d(self.conv_dropout)(x, deterministic=not train)
         feats = flatten_nchw(x)
         if self.head == "spinal":
             return self.spinal()(feats, train=train)
@@ -103,7 +115,7 @@ class CifarCNN(nn.Module):
         if self.head == "default":
             entries += [TorchEntry(f"fc_layer.{i}", (f"fc_{i}",), "linear") for i in (1, 3, 6)]
         else:
-            entries += heads.variant_entries(self.spinal(), "v2", ("spinal",))
+            entries += heads.variant_entries(self.spinal(detached=True), "v2", ("spinal",))
         return {"original": entries}
 
 
@@ -119,8 +131,15 @@ class CifarBasicBlock(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         def conv(name: str, cin: int, stride: int) -> nn.Conv:
             return torch_conv(
-                self.cout, cin, 3, stride=stride, padding=1, use_bias=False,
-                kernel_init=kaiming_normal_fan_out, name=name, dtype=self.dtype,
+                self.cout,
+                cin,
+                3,
+                stride=stride,
+                padding=1,
+                use_bias=False,
+                kernel_init=kaiming_normal_fan_out,
+                name=name,
+                dtype=self.dtype,
             )
 
         y = nn.relu(batch_norm("bn1", self.dtype)(conv("conv1", self.cin, self.stride)(x), train))
@@ -149,6 +168,7 @@ class CifarResNet(nn.Module):
     num_classes: int = 10
     head: str = "spinal"
     width: int | None = None
+    conv_dropout: float = 0.02
     dtype: Any = None
     input_shape: tuple[int, int, int] = CIFAR_SHAPE
 
@@ -159,12 +179,18 @@ class CifarResNet(nn.Module):
             raise ValueError(f"stage_sizes must be 4 positive ints, got {self.stage_sizes!r}")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The spatial-quadrant spinal head."""
         width = _auto(self.width, self.num_classes, 256, 512)
         return heads.spinal_head(
-            "v1", self.num_classes, width, num_layers=4, num_splits=4, zero_bias=True,
+            "v1",
+            self.num_classes,
+            width,
+            num_layers=4,
+            num_splits=4,
+            zero_bias=True,
             dtype=self.dtype,
+            detached=detached,
         )
 
     def _blocks(self):
@@ -181,11 +207,17 @@ class CifarResNet(nn.Module):
         check_images(x, "cifar_resnet", self.input_shape)
         x = to_float(x, self.dtype)
         x = torch_conv(
-            32, x.shape[-1], 3, padding=1, use_bias=False, kernel_init=kaiming_normal_fan_out,
-            name="conv1", dtype=self.dtype,
+            32,
+            x.shape[-1],
+            3,
+            padding=1,
+            use_bias=False,
+            kernel_init=kaiming_normal_fan_out,
+            name="conv1",
+            dtype=self.dtype,
         )(x)
         x = nn.relu(batch_norm("bn", self.dtype)(x, train=train))
-        x = dropout2d(0.02)(x, deterministic=not train)
+        x = dropout2d(self.conv_dropout)(x, deterministic=not train)
         for name, _, cin, cout, stride in self._blocks():
             x = CifarBasicBlock(cin, cout, stride, self.dtype, name=name)(x, train)
         if self.head == "spinal":
@@ -211,7 +243,10 @@ class CifarResNet(nn.Module):
             entries.append(TorchEntry("fc_layer", ("fc_layer",), "linear"))
         else:
             entries += heads.named_entries(
-                self.spinal(), ("spinal",), ["fc1", "fc1_1", "fc1_2", "fc1_3"], "fc_layer"
+                self.spinal(detached=True),
+                ("spinal",),
+                ["fc1", "fc1_1", "fc1_2", "fc1_3"],
+                "fc_layer",
             )
         return {"original": entries}
 
@@ -240,18 +275,25 @@ class CifarVGG19BN(nn.Module):
         check_num_classes(self.num_classes, "cifar_vgg19_bn")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The V2 spinal head."""
         return heads.spinal_head(
-            "v2", self.num_classes, self.width, num_layers=self.num_layers, dropout=self.dropout,
+            "v2",
+            self.num_classes,
+            self.width,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
             dtype=self.dtype,
+            detached=detached,
         )
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_images(x, "cifar_vgg19_bn", self.input_shape)
         x = to_float(x, self.dtype)
-        x = VGGFeatures(self.cfg, torchvision_init=False, dtype=self.dtype, name="features")(x, train)
+        x = VGGFeatures(self.cfg, torchvision_init=False, dtype=self.dtype, name="features")(
+            x, train
+        )
         feats = flatten_nchw(x)
         if self.head == "spinal":
             return self.spinal()(feats, train=train)
@@ -269,7 +311,9 @@ class CifarVGG19BN(nn.Module):
 
         entries = vgg_features_entries(self.cfg, ("features",), "features.")
         if self.head == "default":
-            entries += [TorchEntry(f"classifier.{i}", (f"classifier_{i}",), "linear") for i in (0, 3, 6)]
+            entries += [
+                TorchEntry(f"classifier.{i}", (f"classifier_{i}",), "linear") for i in (0, 3, 6)
+            ]
         else:
-            entries += heads.variant_entries(self.spinal(), "v2", ("spinal",))
+            entries += heads.variant_entries(self.spinal(detached=True), "v2", ("spinal",))
         return {"original": entries}

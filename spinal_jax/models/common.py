@@ -30,7 +30,11 @@ def check_head(head: str, model: str, heads: Sequence[str] = HEADS) -> None:
 
 def check_num_classes(num_classes: int, model: str) -> None:
     """Raise a ValueError unless ``num_classes`` is a positive int."""
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
+    if (
+        not isinstance(num_classes, (int, np.integer))
+        or isinstance(num_classes, bool)
+        or num_classes < 1
+    ):
         raise ValueError(f"{model}: num_classes must be a positive int, got {num_classes!r}")
 
 

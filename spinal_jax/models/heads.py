@@ -34,13 +34,17 @@ def spinal_head(
     zero_bias: bool = False,
     dtype: Any = None,
     name: str | None = "spinal",
+    detached: bool = False,
 ) -> SpinalDense:
-    """A ``SpinalDense`` built as the original's head ``variant``, with PyTorch's default init."""
+    """A ``SpinalDense`` built as the original's head ``variant``, with PyTorch's default init.
+
+    ``detached``: build it outside any parent module (to describe it, e.g. in ``torch_layouts``).
+    """
     check_variant(variant, "spinal_head")
     rate = DEFAULT_DROPOUT[variant] if dropout is None else dropout
     if variant in ("v1", "v4"):
         rate = 0.0
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"parent": None} if detached else {}
     if variant == "reuse6":
         num_layers = 6
         # Layers 5 and 6 (0-based 4, 5) reuse the weights of layers 3 and 4 (0-based 2, 3).
@@ -81,8 +85,12 @@ def named_entries(
     from spinal_jax.interop.torch import spinal_dense_entries
 
     return spinal_dense_entries(
-        layer, "named", prefix=torch_prefix, flax_prefix=flax_prefix,
-        hidden_names=hidden_names, output_name=output_name,
+        layer,
+        "named",
+        prefix=torch_prefix,
+        flax_prefix=flax_prefix,
+        hidden_names=hidden_names,
+        output_name=output_name,
     )
 
 
@@ -95,23 +103,17 @@ def variant_entries(
     v2/v3 ``fc_spinal_layerK.1`` (+ ``.2`` BatchNorm1d for v3) / ``fc_out.1``;
     v4 ``SpinalNet_Resnet``: ``layerK`` / ``_out``; reuse6 (§1.5): ``fc1 … fc6`` / ``fcx``.
     """
-    from spinal_jax.interop.torch import TorchEntry
+    from spinal_jax.interop.torch import spinal_dense_entries
 
     check_variant(variant, "variant_entries")
     n = layer.num_layers
-    if variant == "v4":
-        return named_entries(layer, flax_prefix, [f"layer{k + 1}" for k in range(n)], "_out", torch_prefix)
-    if variant == "reuse6":
-        return named_entries(layer, flax_prefix, [f"fc{k + 1}" for k in range(n)], "fcx", torch_prefix)
-    idx = 0 if variant == "v1" else 1
-    entries = []
-    for k in range(n):
-        entries.append(
-            TorchEntry(f"{torch_prefix}fc_spinal_layer{k + 1}.{idx}", (*flax_prefix, f"hidden_{k}"), "linear")
+    if variant in ("v2", "v3"):
+        return spinal_dense_entries(
+            layer, "sequential", prefix=torch_prefix, flax_prefix=flax_prefix
         )
-        if variant == "v3":
-            entries.append(
-                TorchEntry(f"{torch_prefix}fc_spinal_layer{k + 1}.2", (*flax_prefix, f"bn_{k}"), "bn")
-            )
-    entries.append(TorchEntry(f"{torch_prefix}fc_out.{idx}", (*flax_prefix, "output"), "linear"))
-    return entries
+    hidden, out = {
+        "v1": ([f"fc_spinal_layer{k + 1}.0" for k in range(n)], "fc_out.0"),
+        "v4": ([f"layer{k + 1}" for k in range(n)], "_out"),
+        "reuse6": ([f"fc{k + 1}" for k in range(n)], "fcx"),
+    }[variant]
+    return named_entries(layer, flax_prefix, hidden, out, torch_prefix)

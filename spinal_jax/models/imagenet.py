@@ -21,11 +21,11 @@ from spinal_jax.models import heads
 from spinal_jax.models.common import (
     adaptive_avg_pool,
     batch_norm,
-    kaiming_normal_fan_out,
     check_head,
     check_images,
     check_num_classes,
     flatten_nchw,
+    kaiming_normal_fan_out,
     max_pool,
     to_float,
     torch_conv,
@@ -34,8 +34,29 @@ from spinal_jax.models.common import (
 
 IMAGENET_SHAPE = (224, 224, 3)
 #: torchvision's cfg "E" (VGG-19); "M" = max-pool 2x2.
-VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-             512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+VGG19_CFG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 class VGGFeatures(nn.Module):
@@ -59,7 +80,12 @@ class VGGFeatures(nn.Module):
                 idx += 1
                 continue
             x = torch_conv(
-                v, cin, 3, padding=1, name=f"conv_{idx}", dtype=self.dtype,
+                v,
+                cin,
+                3,
+                padding=1,
+                name=f"conv_{idx}",
+                dtype=self.dtype,
                 kernel_init=kaiming_normal_fan_out if self.torchvision_init else None,
                 zero_bias=self.torchvision_init,
             )(x)
@@ -78,7 +104,9 @@ def vgg_features_entries(cfg: tuple, flax_prefix: tuple[str, ...], torch_prefix:
             idx += 1
             continue
         entries.append(TorchEntry(f"{torch_prefix}{idx}", (*flax_prefix, f"conv_{idx}"), "conv"))
-        entries.append(TorchEntry(f"{torch_prefix}{idx + 1}", (*flax_prefix, f"bn_{idx + 1}"), "bn"))
+        entries.append(
+            TorchEntry(f"{torch_prefix}{idx + 1}", (*flax_prefix, f"bn_{idx + 1}"), "bn")
+        )
         idx += 3
     return entries
 
@@ -117,11 +145,17 @@ class VGG19BN(nn.Module):
         _check_variant(self, "vgg19_bn")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The spinal head that replaces ``classifier``."""
         return heads.spinal_head(
-            self.variant, self.num_classes, self.width, num_layers=self.num_layers,
-            dropout=self.dropout, dtype=self.dtype, name="classifier",
+            self.variant,
+            self.num_classes,
+            self.width,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            dtype=self.dtype,
+            name="classifier",
+            detached=detached,
         )
 
     @nn.compact
@@ -135,7 +169,9 @@ class VGG19BN(nn.Module):
         rate = 0.5 if self.dropout is None else self.dropout
 
         def dense(n: int, name: str) -> nn.Dense:
-            return torch_dense(n, 1, kernel_init=_normal_001, zero_bias=True, name=name, dtype=self.dtype)
+            return torch_dense(
+                n, 1, kernel_init=_normal_001, zero_bias=True, name=name, dtype=self.dtype
+            )
 
         h = nn.relu(dense(self.hidden, "classifier_0")(feats))
         h = nn.Dropout(rate)(h, deterministic=not train)
@@ -149,16 +185,27 @@ class VGG19BN(nn.Module):
 
         entries = vgg_features_entries(self.cfg, ("features",), "features.")
         if self.head == "default":
-            entries += [TorchEntry(f"classifier.{i}", (f"classifier_{i}",), "linear") for i in (0, 3, 6)]
+            entries += [
+                TorchEntry(f"classifier.{i}", (f"classifier_{i}",), "linear") for i in (0, 3, 6)
+            ]
         else:
-            entries += heads.variant_entries(self.spinal(), self.variant, ("classifier",), "classifier.")
+            entries += heads.variant_entries(
+                self.spinal(detached=True), self.variant, ("classifier",), "classifier."
+            )
         return {"torchvision": entries}
 
 
 def _tv_conv(features: int, cin: int, k: int, stride: int, name: str, dtype: Any) -> nn.Conv:
     return torch_conv(
-        features, cin, k, stride=stride, padding=k // 2, use_bias=False,
-        kernel_init=kaiming_normal_fan_out, name=name, dtype=dtype,
+        features,
+        cin,
+        k,
+        stride=stride,
+        padding=k // 2,
+        use_bias=False,
+        kernel_init=kaiming_normal_fan_out,
+        name=name,
+        dtype=dtype,
     )
 
 
@@ -251,11 +298,17 @@ class ResNet(nn.Module):
         """Width of the pooled features the head sees."""
         return self.planes[-1] * self.block.expansion
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The spinal head that replaces ``fc``."""
         return heads.spinal_head(
-            self.variant, self.num_classes, self.width, num_layers=self.num_layers,
-            dropout=self.dropout, dtype=self.dtype, name="fc",
+            self.variant,
+            self.num_classes,
+            self.width,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            dtype=self.dtype,
+            name="fc",
+            detached=detached,
         )
 
     def _blocks(self):
@@ -264,7 +317,13 @@ class ResNet(nn.Module):
             for m in range(n):
                 stride = 2 if (m == 0 and s > 0) else 1
                 out = planes * self.block.expansion
-                yield f"layer{s + 1}_{m}", f"layer{s + 1}.{m}", planes, stride, stride != 1 or cin != out
+                yield (
+                    f"layer{s + 1}_{m}",
+                    f"layer{s + 1}.{m}",
+                    planes,
+                    stride,
+                    stride != 1 or cin != out,
+                )
                 cin = out
 
     @nn.compact
@@ -275,7 +334,9 @@ class ResNet(nn.Module):
         x = nn.relu(batch_norm("bn1", self.dtype)(x, train))
         x = max_pool(x, 3, 2, padding=1)
         for name, _, planes, stride, down in self._blocks():
-            x = self.block(planes, stride, down, self.width_per_group, self.dtype, name=name)(x, train)
+            x = self.block(planes, stride, down, self.width_per_group, self.dtype, name=name)(
+                x, train
+            )
         feats = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
         if self.head == "spinal":
             return self.spinal()(feats, train=train)
@@ -297,13 +358,20 @@ class ResNet(nn.Module):
         if self.head == "default":
             entries.append(TorchEntry("fc", ("fc",), "linear"))
         else:
-            entries += heads.variant_entries(self.spinal(), self.variant, ("fc",), "fc.")
+            entries += heads.variant_entries(
+                self.spinal(detached=True), self.variant, ("fc",), "fc."
+            )
         return {"torchvision": entries}
 
 
 #: (torchvision features index, out channels, kernel, stride, padding, max-pool after)
-_ALEXNET = ((0, 64, 11, 4, 2, True), (3, 192, 5, 1, 2, True), (6, 384, 3, 1, 1, False),
-            (8, 256, 3, 1, 1, False), (10, 256, 3, 1, 1, True))
+_ALEXNET = (
+    (0, 64, 11, 4, 2, True),
+    (3, 192, 5, 1, 2, True),
+    (6, 384, 3, 1, 1, False),
+    (8, 256, 3, 1, 1, False),
+    (10, 256, 3, 1, 1, True),
+)
 
 
 class AlexNet(nn.Module):
@@ -330,11 +398,17 @@ class AlexNet(nn.Module):
         _check_variant(self, "alexnet")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The spinal head that replaces ``classifier``."""
         return heads.spinal_head(
-            self.variant, self.num_classes, self.width, num_layers=self.num_layers,
-            dropout=self.dropout, dtype=self.dtype, name="classifier",
+            self.variant,
+            self.num_classes,
+            self.width,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            dtype=self.dtype,
+            name="classifier",
+            detached=detached,
         )
 
     @nn.compact
@@ -343,7 +417,9 @@ class AlexNet(nn.Module):
         x = to_float(x, self.dtype)
         cin = x.shape[-1]
         for (idx, _, k, stride, pad, pool), cout in zip(_ALEXNET, self.channels, strict=True):
-            x = torch_conv(cout, cin, k, stride=stride, padding=pad, name=f"features_{idx}", dtype=self.dtype)(x)
+            x = torch_conv(
+                cout, cin, k, stride=stride, padding=pad, name=f"features_{idx}", dtype=self.dtype
+            )(x)
             x = nn.relu(x)
             if pool:
                 x = max_pool(x, 3, 2)
@@ -353,7 +429,9 @@ class AlexNet(nn.Module):
             return self.spinal()(feats, train=train)
         rate = 0.5 if self.dropout is None else self.dropout
         h = nn.Dropout(rate)(feats, deterministic=not train)
-        h = nn.relu(torch_dense(self.hidden, feats.shape[-1], name="classifier_1", dtype=self.dtype)(h))
+        h = nn.relu(
+            torch_dense(self.hidden, feats.shape[-1], name="classifier_1", dtype=self.dtype)(h)
+        )
         h = nn.Dropout(rate)(h, deterministic=not train)
         h = nn.relu(torch_dense(self.hidden, self.hidden, name="classifier_4", dtype=self.dtype)(h))
         return torch_dense(self.num_classes, self.hidden, name="classifier_6", dtype=self.dtype)(h)
@@ -364,7 +442,11 @@ class AlexNet(nn.Module):
 
         entries = [TorchEntry(f"features.{i}", (f"features_{i}",), "conv") for i, *_ in _ALEXNET]
         if self.head == "default":
-            entries += [TorchEntry(f"classifier.{i}", (f"classifier_{i}",), "linear") for i in (1, 4, 6)]
+            entries += [
+                TorchEntry(f"classifier.{i}", (f"classifier_{i}",), "linear") for i in (1, 4, 6)
+            ]
         else:
-            entries += heads.variant_entries(self.spinal(), self.variant, ("classifier",), "classifier.")
+            entries += heads.variant_entries(
+                self.spinal(detached=True), self.variant, ("classifier",), "classifier."
+            )
         return {"torchvision": entries}

@@ -37,9 +37,11 @@ class RegressionNet(nn.Module):
         check_num_classes(self.num_classes, "regression_net")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The §1.5 LeakyReLU head with weight reuse."""
-        return heads.spinal_head("reuse6", self.num_classes, self.width, dtype=self.dtype)
+        return heads.spinal_head(
+            "reuse6", self.num_classes, self.width, dtype=self.dtype, detached=detached
+        )
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -58,7 +60,9 @@ class RegressionNet(nn.Module):
 
         if self.head == "default":
             return {"original": [TorchEntry(f"fc{i}", (f"fc{i}",), "linear") for i in (1, 2, 3)]}
-        return {"original": heads.variant_entries(self.spinal(), "reuse6", ("spinal",))}
+        return {
+            "original": heads.variant_entries(self.spinal(detached=True), "reuse6", ("spinal",))
+        }
 
 
 class DigitsMLP(nn.Module):
@@ -82,9 +86,16 @@ class DigitsMLP(nn.Module):
         check_num_classes(self.num_classes, "digits_mlp")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The V1 spinal MLP."""
-        return heads.spinal_head("v1", self.num_classes, self.width, num_layers=self.num_layers, dtype=self.dtype)
+        return heads.spinal_head(
+            "v1",
+            self.num_classes,
+            self.width,
+            num_layers=self.num_layers,
+            dtype=self.dtype,
+            detached=detached,
+        )
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -100,6 +111,13 @@ class DigitsMLP(nn.Module):
         from spinal_jax.interop.torch import TorchEntry
 
         if self.head == "default":
-            return {"original": [TorchEntry("fc1", ("fc1",), "linear"), TorchEntry("fc2", ("fc2",), "linear")]}
+            return {
+                "original": [
+                    TorchEntry("fc1", ("fc1",), "linear"),
+                    TorchEntry("fc2", ("fc2",), "linear"),
+                ]
+            }
         names = [f"fc{k + 1}" for k in range(self.num_layers)]
-        return {"original": heads.named_entries(self.spinal(), ("spinal",), names, "fcx")}
+        return {
+            "original": heads.named_entries(self.spinal(detached=True), ("spinal",), names, "fcx")
+        }

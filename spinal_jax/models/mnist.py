@@ -27,11 +27,11 @@ from spinal_jax.models.common import (
 def _small_cnn_features(mdl: nn.Module, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     """conv1 1→10 k5, maxpool 2, ReLU; conv2 10→20 k5, Dropout2d(0.5), maxpool 2, ReLU.
 
-    Returns the conv1 map (B,12,12,10) and the conv2 map (B,4,4,20).
+    ``mdl.dropout`` is the Dropout2d rate. Returns the conv1 map (B,12,12,10) and the conv2 map (B,4,4,20).
     """
     c1 = nn.relu(max_pool(torch_conv(10, 1, 5, name="conv1", dtype=mdl.dtype)(x), 2))
     c2 = torch_conv(20, 10, 5, name="conv2", dtype=mdl.dtype)(c1)
-    c2 = dropout2d(0.5)(c2, deterministic=not train)
+    c2 = dropout2d(mdl.dropout)(c2, deterministic=not train)
     return c1, nn.relu(max_pool(c2, 2))
 
 
@@ -39,6 +39,7 @@ class MnistCNN(nn.Module):
     """The small MNIST CNN (``MNIST/default_pytorch_MNIST.py`` / ``SpinalNet_MNIST.py``).
 
     ``head="default"``: Linear 320→50, ReLU, Dropout(0.5), Linear 50→C (21,840 params).
+    ``dropout`` (0.5) is the rate of both the conv2 Dropout2d and the head's Dropout.
     ``head="spinal"``: 6 ReLU layers on alternating halves (160) of the NCHW-flattened conv map,
     ``width`` 8 (13,818 params; the EMNIST-digits script uses ``width=10``).
     """
@@ -47,6 +48,7 @@ class MnistCNN(nn.Module):
     head: str = "spinal"
     width: int = 8
     num_layers: int = 6
+    dropout: float = 0.5
     dtype: Any = None
     input_shape: tuple[int, int, int] = (28, 28, 1)
 
@@ -55,10 +57,15 @@ class MnistCNN(nn.Module):
         check_num_classes(self.num_classes, "mnist_cnn")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The spinal head (also used to describe its PyTorch layout)."""
         return heads.spinal_head(
-            "v1", self.num_classes, self.width, num_layers=self.num_layers, dtype=self.dtype
+            "v1",
+            self.num_classes,
+            self.width,
+            num_layers=self.num_layers,
+            dtype=self.dtype,
+            detached=detached,
         )
 
     @nn.compact
@@ -70,7 +77,7 @@ class MnistCNN(nn.Module):
         if self.head == "spinal":
             return self.spinal()(feats, train=train)
         h = nn.relu(torch_dense(50, 320, name="fc1", dtype=self.dtype)(feats))
-        h = nn.Dropout(0.5)(h, deterministic=not train)
+        h = nn.Dropout(self.dropout)(h, deterministic=not train)
         return torch_dense(self.num_classes, 50, name="fc2", dtype=self.dtype)(h)
 
     def torch_layouts(self) -> dict[str, list]:
@@ -82,7 +89,7 @@ class MnistCNN(nn.Module):
             tail = [TorchEntry("fc1", ("fc1",), "linear"), TorchEntry("fc2", ("fc2",), "linear")]
         else:
             names = ["fc1"] + [f"fc1_{i}" for i in range(1, self.num_layers)]
-            tail = heads.named_entries(self.spinal(), ("spinal",), names, "fc2")
+            tail = heads.named_entries(self.spinal(detached=True), ("spinal",), names, "fc2")
         return {"original": body + tail}
 
 
@@ -98,6 +105,7 @@ class MnistArch2(nn.Module):
 
     num_classes: int = 10
     width: int = 30
+    dropout: float = 0.5
     dtype: Any = None
     input_shape: tuple[int, int, int] = (28, 28, 1)
     head: str = "spinal"
@@ -107,13 +115,37 @@ class MnistArch2(nn.Module):
         check_num_classes(self.num_classes, "mnist_arch2")
         super().__post_init__()
 
-    def stacks(self) -> dict[str, nn.Module]:
+    def stacks(self, detached: bool = False) -> dict[str, nn.Module]:
         """The three spinal stacks, by Flax name (no output layer: they return all layer outputs)."""
         mk = heads.spinal_head
         return {
-            "spinal_raw": mk("v1", None, self.width, num_layers=10, dtype=self.dtype, name="spinal_raw"),
-            "spinal_conv1": mk("v1", None, self.width, num_layers=8, dtype=self.dtype, name="spinal_conv1"),
-            "spinal_conv2": mk("v1", None, self.width, num_layers=8, dtype=self.dtype, name="spinal_conv2"),
+            "spinal_raw": mk(
+                "v1",
+                None,
+                self.width,
+                num_layers=10,
+                dtype=self.dtype,
+                name="spinal_raw",
+                detached=detached,
+            ),
+            "spinal_conv1": mk(
+                "v1",
+                None,
+                self.width,
+                num_layers=8,
+                dtype=self.dtype,
+                name="spinal_conv1",
+                detached=detached,
+            ),
+            "spinal_conv2": mk(
+                "v1",
+                None,
+                self.width,
+                num_layers=8,
+                dtype=self.dtype,
+                name="spinal_conv2",
+                detached=detached,
+            ),
         }
 
     @nn.compact
@@ -135,7 +167,7 @@ class MnistArch2(nn.Module):
         """PyTorch key layout of the original Arch2 ``Net`` (ORIGINAL.md §6)."""
         from spinal_jax.interop.torch import TorchEntry
 
-        s = self.stacks()
+        s = self.stacks(detached=True)
         entries = [TorchEntry("conv1", ("conv1",), "conv"), TorchEntry("conv2", ("conv2",), "conv")]
         for flax_name, base, n in (
             ("spinal_conv2", "fc1", 8),
@@ -148,7 +180,12 @@ class MnistArch2(nn.Module):
         return {"original": entries}
 
 
-_VGG5_BLOCKS = (("l1", (64, 64)), ("l2", (128, 128)), ("l3", (256, 256, 256)), ("l4", (256, 256, 256)))
+_VGG5_BLOCKS = (
+    ("l1", (64, 64)),
+    ("l2", (128, 128)),
+    ("l3", (256, 256, 256)),
+    ("l4", (256, 256, 256)),
+)
 
 
 class VGG5(nn.Module):
@@ -174,11 +211,16 @@ class VGG5(nn.Module):
         check_num_classes(self.num_classes, "vgg5")
         super().__post_init__()
 
-    def spinal(self) -> nn.Module:
+    def spinal(self, detached: bool = False) -> nn.Module:
         """The V3 spinal head."""
         return heads.spinal_head(
-            "v3", self.num_classes, self.width, num_layers=self.num_layers,
-            dropout=self.dropout, dtype=self.dtype,
+            "v3",
+            self.num_classes,
+            self.width,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            dtype=self.dtype,
+            detached=detached,
         )
 
     @nn.compact
@@ -189,8 +231,13 @@ class VGG5(nn.Module):
         for block, widths in _VGG5_BLOCKS:
             for i, w in enumerate(widths):
                 conv = torch_conv(
-                    w, cin, 3, padding=1, kernel_init=mnist_vgg_conv_init(w),
-                    name=f"{block}_conv{i}", dtype=self.dtype,
+                    w,
+                    cin,
+                    3,
+                    padding=1,
+                    kernel_init=mnist_vgg_conv_init(w),
+                    name=f"{block}_conv{i}",
+                    dtype=self.dtype,
                 )
                 x = nn.relu(batch_norm(f"{block}_bn{i}", self.dtype)(conv(x), train=train))
                 cin = w
@@ -220,5 +267,5 @@ class VGG5(nn.Module):
                 TorchEntry("classifier.5", ("classifier_5",), "linear"),
             ]
         else:
-            entries += heads.variant_entries(self.spinal(), "v3", ("spinal",), "")
+            entries += heads.variant_entries(self.spinal(detached=True), "v3", ("spinal",), "")
         return {"original": entries}

@@ -40,7 +40,7 @@ from spinal_jax import parallel
 from spinal_jax.train import metrics as metrics_io
 from spinal_jax.train import schedules
 from spinal_jax.train.checkpoint import Checkpointer
-from spinal_jax.train.config import Config, config_json, split_validation
+from spinal_jax.train.config import REGRESSION_PREFIX, Config, config_json, split_validation
 from spinal_jax.train.state import TrainState, create_train_state, reset_optimizer
 from spinal_jax.train.steps import StepFunctions, summarize
 
@@ -121,9 +121,6 @@ def load_splits(config: Config) -> tuple[Split, Split | None, Split, int]:
     return train, val, test, num_classes
 
 
-REGRESSION_PREFIX = "regression/"
-
-
 def _regression_splits(config: Config) -> tuple[Split, Split | None, Split, int]:
     """The §2.8 toy data: the original fits all samples and reports losses on them, so "test" is the
     whole set; the clean protocol holds its validation split out of the training part."""
@@ -136,21 +133,6 @@ def _regression_splits(config: Config) -> tuple[Split, Split | None, Split, int]
         train_idx, val_idx = split_validation(len(everything), config.validation, config.seed)
         train, val = everything.take(train_idx), everything.take(val_idx)
     return train, val, everything, config.num_classes or int(y.shape[-1])
-
-
-def validate_config(config: Config) -> Config:
-    """``config.validate()`` (model and dataset names), also accepting ``regression/<kind>`` datasets."""
-    if not config.dataset.startswith(REGRESSION_PREFIX):
-        return config.validate()
-    from spinal_jax import models
-    from spinal_jax.data import synthetic
-
-    kind = config.dataset[len(REGRESSION_PREFIX) :]
-    if kind not in synthetic.KINDS:
-        raise ValueError(f"config.dataset={config.dataset!r}: unknown regression task; known: {synthetic.KINDS}")
-    if config.model not in models.names():
-        raise ValueError(f"config.model={config.model!r} is unknown; known models: {list(models.names())}")
-    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,13 +499,43 @@ def _is_streamed(config: Config) -> bool:
     return not data.info(config.dataset).resident
 
 
+def _read_state_dict_file(path: str) -> dict[str, Any]:
+    """A PyTorch state dict from ``.pth``/``.pt`` (needs torch) or ``.npz`` (key → array)."""
+    if path.endswith(".npz"):
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(
+            f"config.init_checkpoint={path!r}: reading a PyTorch file needs torch (pip install torch), "
+            "or convert it to .npz (numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}))"
+        ) from None
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+
+
 def _load_init_checkpoint(state: TrainState, model: Any, path: str) -> TrainState:
-    """Pretrained weights (a PyTorch state dict file) into the state, through ``spinal_jax.interop.torch``."""
+    """Pretrained backbone weights from a PyTorch state dict; entries the file lacks or shapes it
+    does not share (the new head, e.g. ``fc`` of 1000 ImageNet classes) keep their initial values."""
     if not os.path.isfile(path):
         raise ValueError(f"config.init_checkpoint={path!r} does not exist")
     from spinal_jax.interop import torch as torch_interop
 
-    variables = torch_interop.load_checkpoint_file(model, state.variables(), path)
+    current = torch_interop.to_state_dict(model, state.variables())
+    given = _read_state_dict_file(path)
+    used = {k: v for k, v in given.items() if k in current and np.shape(v) == np.shape(current[k])}
+    if len(used) < len(current) // 2:
+        raise ValueError(
+            f"config.init_checkpoint={path!r} matches only {len(used)} of the model's {len(current)} "
+            f"PyTorch keys (e.g. expected {sorted(current)[:5]}, file has {sorted(given)[:5]}): wrong model?"
+        )
+    kept = sorted(set(current) - set(used))
+    log.info("init_checkpoint %s: %d tensors loaded; %d kept from init (%s)", path, len(used), len(kept),
+             ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else ""))
+    variables = torch_interop.load_state_dict(model, {**current, **used})
     params = variables["params"]
     return state.replace(
         params=params,
@@ -574,7 +586,7 @@ def train_and_evaluate(
     if os.path.isfile(summary_path):
         log.info("%s is finished (summary.json exists); not re-running", run_dir)
         return metrics_io.read_json(summary_path)
-    validate_config(config)
+    config.validate()
     if progress is None:
         progress = sys.stderr.isatty()
     mesh = parallel.make_mesh() if mesh is None else mesh
@@ -717,7 +729,7 @@ def grid_configs(
             base = apply_overrides(base, overrides)
         for head in heads:
             for k in range(seeds):
-                configs.append(validate_config(apply_overrides(base, {"head": head, "seed": base.seed + k})))
+                configs.append(apply_overrides(base, {"head": head, "seed": base.seed + k}).validate())
     return configs
 
 
@@ -740,30 +752,38 @@ def run_grid(
 
 
 def format_table(summaries: list[dict[str, Any]]) -> str:
-    """A Markdown table of run summaries: one row per (config, head, protocol), mean ± std over seeds."""
+    """A Markdown table of run summaries: one row per (config, head, protocol), mean ± std over seeds.
+
+    Classification rows show accuracies; regression rows (no accuracy) show the MSE.
+    """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for s in summaries:
         groups.setdefault((s.get("name", s["model"]), s["head"], s["protocol"]), []).append(s)
 
-    def stat(values: list[float | None]) -> str:
+    def stat(values: list[float | None], percent: bool) -> str:
         vals = [v for v in values if v is not None]
         if not vals:
             return "-"
+        scale, fmt, unit = (100.0, ".2f", "%") if percent else (1.0, ".4g", "")
         if len(vals) == 1:
-            return f"{100 * vals[0]:.2f}%"
-        return f"{100 * np.mean(vals):.2f} ± {100 * np.std(vals, ddof=1):.2f}%"
+            return f"{scale * vals[0]:{fmt}}{unit}"
+        return f"{scale * np.mean(vals):{fmt}} ± {scale * np.std(vals, ddof=1):{fmt}}{unit}"
 
     lines = [
-        "| config | head | protocol | seeds | epochs | final test acc | best test acc | val-selected test acc | s/epoch |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| config | head | protocol | seeds | epochs | metric | final test | best test | val-selected test | s/epoch |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for (name, head, protocol), runs in groups.items():
+        acc = runs[0].get("test_accuracy") is not None
+        key = "accuracy" if acc else "loss"
+        final = stat([r.get(f"test_{key}") for r in runs], acc)
+        best = stat([r.get(f"best_test_{key}") for r in runs], acc)
+        selected = stat([r.get(f"val_selected_test_{key}") for r in runs], acc)
         seconds = [r["seconds_per_epoch"] for r in runs if r.get("seconds_per_epoch") is not None]
         per_epoch = f"{np.mean(seconds):.3f}" if seconds else "-"
         lines.append(
             f"| {name} | {head} | {protocol} | {len(runs)} | {runs[0]['epochs']} | "
-            f"{stat([r.get('test_accuracy') for r in runs])} | {stat([r.get('best_test_accuracy') for r in runs])} | "
-            f"{stat([r.get('val_selected_test_accuracy') for r in runs])} | {per_epoch} |"
+            f"{'accuracy' if acc else 'MSE'} | {final} | {best} | {selected} | {per_epoch} |"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,178 @@
+"""Benchmark SpinalDense forward+backward against a naive spinal head and a plain Dense head.
+
+Usage (GPU):  python experiments/bench_spinal_dense.py [--out experiments/results/spinal_dense_benchmark.json]
+Smoke test:   python experiments/bench_spinal_dense.py --quick --out /tmp/b.json   (CPU, seconds)
+
+Timing: jit-compiled value_and_grad, warm-up excluded, ``block_until_ready``, median of many reps.
+Compile time: lowering + XLA compilation of forward+backward at several depths. Writes JSON and a
+Markdown table next to it (same stem, ``.md``), atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from spinal_jax import SpinalDense
+
+
+class NaiveSpinal(nn.Module):
+    """Textbook implementation: a Python loop of concatenate + Dense per layer."""
+
+    features: int
+    layer_width: int
+    num_layers: int
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        s = int(np.round(d / 2))
+        outs, prev = [], None
+        for k in range(self.num_layers):
+            seg = x[..., (k % 2) * s : (k % 2) * s + s]
+            inp = seg if prev is None else jnp.concatenate([seg, prev], axis=-1)
+            prev = nn.relu(nn.Dense(self.layer_width)(inp))
+            outs.append(prev)
+        return nn.Dense(self.features)(jnp.concatenate(outs, axis=-1))
+
+
+class PlainHead(nn.Module):
+    """Dense -> ReLU -> Dense with about the same number of parameters."""
+
+    hidden: int
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.features)(nn.relu(nn.Dense(self.hidden)(x)))
+
+
+def n_params(tree) -> int:
+    return int(sum(a.size for a in jax.tree_util.tree_leaves(tree)))
+
+
+def step_fn(model):
+    def loss(params, x, y):
+        return jnp.mean((model.apply({"params": params}, x) - y) ** 2)
+
+    return jax.jit(jax.value_and_grad(loss))
+
+
+def time_model(model, d, batch, features, reps, key):
+    kx, ky, kp = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (batch, d))
+    y = jax.random.normal(ky, (batch, features))
+    params = jax.jit(model.init)(kp, x)["params"]
+    f = step_fn(model)
+    jax.block_until_ready(f(params, x, y))  # compile + warm-up
+    for _ in range(3):
+        jax.block_until_ready(f(params, x, y))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(f(params, x, y))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3, n_params(params)
+
+
+def compile_time(model, d, batch, features, key):
+    x = jnp.zeros((batch, d))
+    y = jnp.zeros((batch, features))
+    params = jax.eval_shape(model.init, key, x)["params"]
+    t = time.perf_counter()
+    step_fn(model).lower(params, x, y).compile()
+    return time.perf_counter() - t
+
+
+def plain_hidden_for(n_target: int, d: int, features: int) -> int:
+    return max(1, round((n_target - features) / (d + 1 + features)))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="experiments/results/spinal_dense_benchmark.json")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and few reps (CPU smoke test)")
+    ap.add_argument("--reps", type=int, default=100)
+    args = ap.parse_args(argv)
+    features = 10
+    if args.quick:
+        sizes = [dict(d=32, w=8, L=4, batch=16), dict(d=64, w=16, L=8, batch=32)]
+        depths, reps = [4, 8], 5
+    else:
+        sizes = [dict(d=256, w=128, L=4, batch=100), dict(d=4096, w=512, L=8, batch=4096)]
+        depths, reps = [4, 32, 256], args.reps
+    key = jax.random.key(0)
+    rows = []
+    for sz in sizes:
+        spinal = SpinalDense(features, sz["w"], sz["L"])
+        t_sp, n_sp = time_model(spinal, sz["d"], sz["batch"], features, reps, key)
+        t_nv, n_nv = time_model(NaiveSpinal(features, sz["w"], sz["L"]), sz["d"], sz["batch"], features, reps, key)
+        plain = PlainHead(plain_hidden_for(n_sp, sz["d"], features), features)
+        t_pl, n_pl = time_model(plain, sz["d"], sz["batch"], features, reps, key)
+        assert n_sp == n_nv, (n_sp, n_nv)
+        rows.append(dict(**sz, spinal_ms=t_sp, naive_ms=t_nv, plain_ms=t_pl, spinal_params=n_sp,
+                         plain_params=n_pl, speedup_vs_naive=t_nv / t_sp))
+    comp = []
+    d0, w0, b0 = (32, 8, 16) if args.quick else (256, 128, 100)
+    for L in depths:
+        comp.append(dict(L=L, spinal_s=compile_time(SpinalDense(features, w0, L), d0, b0, features, key),
+                         naive_s=compile_time(NaiveSpinal(features, w0, L), d0, b0, features, key)))
+    dev = jax.devices()[0]
+    result = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        device=f"{dev.platform}: {getattr(dev, 'device_kind', '')}", host=platform.node(),
+        versions=dict(python=platform.python_version(), jax=jax.__version__,
+                      flax=__import__("flax").__version__, numpy=np.__version__),
+        matmul_precision=str(jax.config.jax_default_matmul_precision), quick=args.quick,
+        forward_backward=rows, compile=comp,
+        targets=dict(
+            speedup_vs_naive_at_largest=rows[-1]["speedup_vs_naive"],
+            speedup_target=1.3, speedup_met=rows[-1]["speedup_vs_naive"] >= 1.3,
+            compile_ratio_deepest_vs_shallowest=comp[-1]["spinal_s"] / comp[0]["spinal_s"],
+            compile_ratio_target=3.0,
+            compile_met=comp[-1]["spinal_s"] / comp[0]["spinal_s"] <= 3.0,
+        ),
+    )
+    out = Path(args.out)
+    atomic_write(out, json.dumps(result, indent=2) + "\n")
+    md = [f"# SpinalDense benchmark ({result['date']})", "",
+          f"Device: {result['device']}; versions: {result['versions']}; command: `{result['command']}`", "",
+          "| D | w | L | batch | SpinalDense ms | naive ms | plain Dense ms | speed-up vs naive | params spinal / plain |",
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    md += [f"| {r['d']} | {r['w']} | {r['L']} | {r['batch']} | {r['spinal_ms']:.3f} | {r['naive_ms']:.3f} | "
+           f"{r['plain_ms']:.3f} | {r['speedup_vs_naive']:.2f}x | {r['spinal_params']:,} / {r['plain_params']:,} |" for r in rows]
+    md += ["", "| L | SpinalDense compile s | naive compile s |", "|---:|---:|---:|"]
+    md += [f"| {c['L']} | {c['spinal_s']:.2f} | {c['naive_s']:.2f} |" for c in comp]
+    t = result["targets"]
+    md += ["", f"Targets: speed-up vs naive at the largest size {t['speedup_vs_naive_at_largest']:.2f}x "
+           f"(target >= 1.3: {'met' if t['speedup_met'] else 'NOT met'}); compile ratio deepest/shallowest "
+           f"{t['compile_ratio_deepest_vs_shallowest']:.2f} (target <= 3: {'met' if t['compile_met'] else 'NOT met'})."]
+    atomic_write(out.with_suffix(".md"), "\n".join(md) + "\n")
+    print("\n".join(md))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Models: parameter counts equal the original's (ORIGINAL.md §6, §2.10), API and errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spinal_jax import models
+
+# (name, num_classes, head, overrides) -> the original's parameter count.
+COUNTS = [
+    ("mnist_cnn", 10, "default", {}, 21_840),
+    ("mnist_cnn", 10, "spinal", {}, 13_818),
+    ("mnist_arch2", 10, "spinal", {}, 395_120),
+    ("vgg5", 10, "default", {}, 3_646_154),
+    ("vgg5", 10, "spinal", {}, 3_629_770),
+    ("cifar_cnn", 10, "default", {}, 5_852_170),
+    ("cifar_cnn", 10, "spinal", {}, 2_230_282),
+    ("cifar_cnn", 100, "default", {}, 5_898_340),
+    ("cifar_cnn", 100, "spinal", {}, 3_524_196),
+    ("cifar_resnet18", 10, "default", {}, 3_141_674),
+    ("cifar_resnet18", 10, "spinal", {}, 3_609_130),
+    ("cifar_resnet34", 10, "default", {}, 5_670_570),
+    ("cifar_resnet34", 10, "spinal", {"width": 256}, 6_138_026),
+    ("wide_resnet101_2", 1000, "default", {}, 126_886_696),  # torchvision's count
+    ("resnet18", 1000, "default", {}, 11_689_512),
+    ("vgg19_bn", 1000, "default", {}, 143_678_248),
+    ("alexnet", 1000, "default", {}, 61_100_840),
+]
+
+# Heads of §2.10: (name, num_classes, overrides, default head params, spinal head params).
+HEADS = [
+    ("cifar_resnet34", 100, {}, 25_700, 1_517_668),
+    ("cifar_vgg19_bn", 10, {}, 18_923_530, 1_333_258),
+    ("cifar_vgg19_bn", 100, {}, 19_292_260, 1_517_668),
+    ("wide_resnet101_2", 10, {}, 20_490, 2_910_218),
+    ("wide_resnet101_2", 10, {"variant": "v1", "width": 20}, 20_490, 84_010),
+]
+
+
+@pytest.mark.parametrize(("name", "c", "head", "overrides", "want"), COUNTS)
+def test_param_count_equals_original(name, c, head, overrides, want):
+    assert models.num_params(models.get(name, c, head, **overrides)) == want
+
+
+def _head_params(model) -> int:
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), models.example_input(model)))
+    tree = shapes["params"]
+    keys = [k for k in tree if k.startswith(("spinal", "fc", "classifier"))]
+    return sum(int(x.size) for k in keys for x in jax.tree_util.tree_leaves(tree[k]))
+
+
+@pytest.mark.parametrize(("name", "c", "overrides", "default", "spinal"), HEADS)
+def test_head_param_counts_of_section_2_10(name, c, overrides, default, spinal):
+    assert _head_params(models.get(name, c, "default", **overrides)) == default
+    assert _head_params(models.get(name, c, "spinal", **overrides)) == spinal
+
+
+def test_dataset_dependent_widths_are_automatic():
+    cnn = models.get("cifar_cnn", 100).spinal(detached=True)
+    res = models.get("cifar_resnet34", 100).spinal(detached=True)
+    assert (cnn.layer_width, res.layer_width) == (256, 512)
+    assert models.get("cifar_cnn", 10).spinal(detached=True).layer_width == 128
+
+
+def test_names_and_every_model_has_layouts_and_input_shape():
+    assert set(models.names()) >= {
+        "mnist_cnn", "mnist_arch2", "vgg5", "cifar_cnn", "cifar_resnet18", "cifar_resnet34",
+        "cifar_vgg19_bn", "vgg19_bn", "wide_resnet101_2", "resnet18", "alexnet", "digits_mlp",
+        "regression_net",
+    }
+    for name in models.names():
+        for head in ("default", "spinal"):
+            m = models.get(name, 10, head)
+            assert models.example_input(m).shape == (1, *m.input_shape)
+            assert m.torch_layouts()
+
+
+@pytest.mark.parametrize("head", ["default", "spinal"])
+def test_forward_train_and_bf16(head):
+    m = models.get("vgg5", 10, head)
+    v = models.init(m, jax.random.key(0), batch=2)
+    x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+    y = m.apply(v, x)
+    assert y.shape == (4, 10) and y.dtype == jnp.float32
+    y_train, upd = m.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+    assert y_train.shape == (4, 10)
+    assert not np.allclose(upd["batch_stats"]["l1_bn0"]["mean"], v["batch_stats"]["l1_bn0"]["mean"])
+    mb = models.get("vgg5", 10, head, dtype=jnp.bfloat16)
+    vb = models.init(mb, jax.random.key(0))
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(vb["params"]))
+    yb = mb.apply(v, x)
+    assert yb.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(yb, np.float32), np.asarray(y), atol=0.1)
+
+
+def test_arch2_default_is_the_small_cnn_default():
+    m = models.get("mnist_arch2", 10, "default")
+    assert isinstance(m, models.MnistCNN) and m.head == "default"
+
+
+def test_unknown_name_head_override_and_num_classes():
+    with pytest.raises(ValueError, match=r"unknown model 'lenet'.*mnist_cnn"):
+        models.get("lenet", 10)
+    with pytest.raises(ValueError, match="head must be one of"):
+        models.get("vgg5", 10, "wide")
+    with pytest.raises(ValueError, match=r"unknown override\(s\) \['widht'\]"):
+        models.get("vgg5", 10, widht=3)
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        models.get("vgg5", 0)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        models.get("wide_resnet101_2", 10, variant="v9")
+
+
+def test_wrong_image_shapes_raise_before_compute():
+    m = models.get("mnist_cnn", 10)
+    v = models.init(m, jax.random.key(0))
+    with pytest.raises(ValueError, match="expected 1 channel"):
+        m.apply(v, jnp.zeros((2, 28, 28, 3)))
+    with pytest.raises(ValueError, match=r"expected inputs of shape \(B, 28, 28, 1\)"):
+        m.apply(v, jnp.zeros((2, 32, 32, 1)))
+    with pytest.raises(ValueError, match="NHWC"):
+        m.apply(v, jnp.zeros((28, 28, 1)))
+    r = models.get("resnet18", 10)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        jax.eval_shape(lambda: r.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))
+    with pytest.raises(ValueError, match="expected 3 channel"):
+        jax.eval_shape(lambda: r.init(jax.random.key(0), jnp.zeros((1, 224, 224, 1))))
+
+
+def test_imagenet_models_accept_other_input_sizes():
+    m = models.get("resnet18", 5, planes=(4, 4, 8, 8), stem=4, width=4)
+    out = jax.eval_shape(lambda: m.init_with_output(jax.random.key(0), jnp.zeros((2, 112, 112, 3))))
+    assert out[0].shape == (2, 5)
+
+
+def test_adaptive_avg_pool_matches_pytorch_bins():
+    from spinal_jax.models.common import adaptive_avg_pool
+
+    x = jnp.arange(5 * 5, dtype=jnp.float32).reshape(1, 5, 5, 1)
+    y = adaptive_avg_pool(x, (3, 3))[0, :, :, 0]
+    # PyTorch bins for 5 -> 3: [0, 2), [1, 4), [3, 5)
+    want = np.array([[np.mean(np.arange(25).reshape(5, 5)[a:b, c:d]) for c, d in ((0, 2), (1, 4), (3, 5))]
+                     for a, b in ((0, 2), (1, 4), (3, 5))])
+    np.testing.assert_allclose(np.asarray(y), want, rtol=1e-6)
