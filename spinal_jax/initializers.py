@@ -19,7 +19,7 @@ torch_kernel_init: Initializer = nn.initializers.variance_scaling(1.0 / 3.0, "fa
 
 #: Kaiming-normal over fan_out (std sqrt(2/fan_out)), untruncated, as ``kaiming_normal_(mode="fan_out")``.
 kaiming_normal_fan_out: Initializer = nn.initializers.variance_scaling(
-    2.0, "fan_out", "untruncated_normal"
+    2.0, "fan_out", "normal"
 )
 
 

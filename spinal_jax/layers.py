@@ -23,7 +23,7 @@ import numpy as np
 from flax import linen as nn
 
 from spinal_jax.initializers import kernel_and_bias_init
-from spinal_jax.normalization import batch_norm_statistics, updated_running_stats
+from spinal_jax.normalization import batch_norm_statistics, normalize, updated_running_stats
 from spinal_jax.reference import SpinalPlan, check_options, make_plan, segment_size
 
 __all__ = [
@@ -77,6 +77,37 @@ def _take_layers(stacked: Array, idx: tuple[int, ...]) -> Array:
     return stacked[np.asarray(idx)]
 
 
+def _bn_tuple(params: Mapping[str, Any], stats: Mapping[str, Any], name: str) -> tuple[Array, ...]:
+    return (params[name]["scale"], params[name]["bias"], stats[name]["mean"], stats[name]["var"])
+
+
+def _rest_layers(
+    params: Mapping[str, Any], batch_stats: Mapping[str, Any] | None, plan: SpinalPlan, batch_norm: bool
+) -> tuple[Array, Array, tuple[Array, ...] | None]:
+    """Hidden layers 1..L-1 in layer order, stacked along axis 0 (weight sharing applied).
+
+    Returns the kernels (L-1, s+w, w), biases (L-1, w) and, with BatchNorm, (scale, bias, mean, var)
+    each (L-1, w). The stacked parameter form is used as is (a strided slice or one gather under
+    weight sharing); the per-layer form is stacked here, which is O(L) in the program.
+    """
+    L = plan.num_layers
+    if "hidden_stack" in params:
+        idx = tuple(j - 1 for j in plan.reuse[1:])
+        kern, bias = params["hidden_stack"]["kernel"], params["hidden_stack"]["bias"]
+        if idx != tuple(range(L - 1)):
+            kern, bias = _take_layers(kern, idx), _take_layers(bias, idx)
+        bn = _bn_tuple(params, batch_stats, "bn_stack") if batch_norm else None
+        return kern, bias, bn
+    hidden = [params[f"hidden_{plan.reuse[k]}"] for k in range(1, L)]
+    kern = jnp.stack([p["kernel"] for p in hidden])
+    bias = jnp.stack([p["bias"] for p in hidden])
+    bn = None
+    if batch_norm:
+        per_layer = [_bn_tuple(params, batch_stats, f"bn_{k}") for k in range(1, L)]
+        bn = tuple(jnp.stack(leaves) for leaves in zip(*per_layer, strict=True))
+    return kern, bias, bn
+
+
 def spinal_forward(
     params: Mapping[str, Any],
     batch_stats: Mapping[str, Any] | None,
@@ -94,21 +125,19 @@ def spinal_forward(
     dtype: Any = None,
     dropout_rng: Array | None = None,
 ) -> tuple[Array, dict[str, Any] | None]:
-    """Pure SpinalDense forward from a parameter tree (see ``SpinalDense`` for its layout).
+    """Pure SpinalDense forward from a parameter tree in either form (see ``SpinalDense``).
 
-    Returns ``(y, new_batch_stats)``; ``new_batch_stats`` is ``None`` unless ``train`` and
-    ``batch_norm``. ``dropout_rng`` is needed when ``train`` and a dropout rate is positive.
+    Returns ``(y, new_batch_stats)``; ``new_batch_stats`` (in the form of ``params``) is ``None``
+    unless ``train`` and ``batch_norm``. ``dropout_rng`` is needed when ``train`` and a dropout rate
+    is positive.
     """
     L, s, w = plan.num_layers, plan.segment_size, plan.layer_width
     lead = x.shape[:-1]
-    has_output = "output" in params
+    stacked = "hidden_stack" in params
     if dtype is None:
         dtype = jnp.result_type(x.dtype, *(p.dtype for p in jax.tree_util.tree_leaves(params)))
     x = x.reshape(-1, plan.in_features).astype(dtype)
     n = x.shape[0]
-
-    def hidden(k: int) -> Mapping[str, Array]:
-        return params[f"hidden_{plan.reuse[k]}"]
 
     use_dropout = train and dropout_rate > 0.0
     use_out_dropout = train and output_dropout_rate > 0.0
@@ -117,104 +146,95 @@ def spinal_forward(
     if use_dropout or use_out_dropout:
         hidden_key, out_key = jax.random.split(dropout_rng)
     masks = _dropout_scale(hidden_key, dropout_rate, (L, n, s + w), dtype) if use_dropout else None
-
-    # Input-segment projections of all layers (off the sequential path): one batched matmul per
-    # distinct segment against the stacked segment rows of the kernels of the layers reading it.
-    # Stack the kernels once (a single concatenate, whose gradient is a single split).
-    k_rest = (
-        jnp.stack([hidden(k)["kernel"] for k in range(1, L)]).astype(dtype) if L > 1 else None
-    )
-    k0 = hidden(0)["kernel"].astype(dtype)[None]
-    k_seg = k0 if k_rest is None else jnp.concatenate([k0, k_rest[:, :s]], axis=0)  # (L, s, w)
-    parts, order = [], []
-    for start, users in plan.groups:
-        seg = _segment(x, plan, start)
-        kern = _take_layers(k_seg, users)
-        if masks is None:
-            parts.append(jnp.einsum("ns,usw->unw", seg, kern))
-        else:
-            seg_masked = seg[None] * _take_layers(masks, users)[:, :, :s]
-            parts.append(jnp.einsum("uns,usw->unw", seg_masked, kern))
-        order.extend(users)
-    proj = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-    if order != sorted(order):
-        proj = proj[np.argsort(order)]  # back to layer order
-    biases = jnp.stack([hidden(k)["bias"] for k in range(L)]).astype(dtype)
-    proj = proj + biases[:, None, :]
-
     act = activation if activation is not None else (lambda v: v)
 
-    def norm(z, scale, bias, mean, var):
-        if train:
-            mean, var = batch_norm_statistics(z)
-        inv = jnp.reciprocal(jnp.sqrt(var + bn_epsilon)) * scale.astype(jnp.float32)
-        return ((z.astype(jnp.float32) - mean) * inv + bias.astype(jnp.float32)).astype(dtype)
-
-    def running(mean, var, z):
-        bmean, bvar = batch_norm_statistics(z)
-        return updated_running_stats(mean, var, bmean, bvar, n, bn_momentum, unbiased_running_var)
-
-    if batch_norm:
-        bn_p = {
-            key: jnp.stack([params[f"bn_{k}"][key] for k in range(L)]) for key in ("scale", "bias")
-        }
-        bn_s = {key: jnp.stack([batch_stats[f"bn_{k}"][key] for k in range(L)]) for key in ("mean", "var")}
-
-    def layer(z, k_inputs):
-        """Normalisation, activation and running statistics of one hidden pre-activation."""
+    def layer(z: Array, bn: tuple[Array, ...] | None) -> tuple[Array, Any]:
+        """BatchNorm (and its running statistics) and activation of one hidden pre-activation."""
         if not batch_norm:
             return act(z), None
-        scale, bias, mean, var = k_inputs
-        y = norm(z, scale, bias, mean, var)
-        new = running(mean, var, z) if train else None
-        return act(y), new
+        scale, bias, mean, var = bn
+        new = None
+        if train:
+            bmean, bvar = batch_norm_statistics(z)
+            new = updated_running_stats(mean, var, bmean, bvar, n, bn_momentum, unbiased_running_var)
+            mean, var = bmean, bvar
+        return act(normalize(z, mean, var, scale, bias, bn_epsilon, dtype)), new
 
-    def bn_at(i):
-        return tuple(a[i] for a in (bn_p["scale"], bn_p["bias"], bn_s["mean"], bn_s["var"]))
+    p0 = params["hidden_0"]
+    seg0 = _segment(x, plan, plan.starts[0])
+    if masks is not None:
+        seg0 = seg0 * masks[0, :, :s]
+    z0 = seg0 @ p0["kernel"].astype(dtype) + p0["bias"].astype(dtype)
+    h0, new0 = layer(z0, _bn_tuple(params, batch_stats, "bn_0") if batch_norm else None)
 
-    h0, new0 = layer(proj[0], bn_at(0) if batch_norm else None)
-    outs = [h0[None]]
-    new_stats = [new0]
     if L > 1:
-        kh = k_rest[:, s:]
-        xs: dict[str, Any] = {"proj": proj[1:], "kernel": kh}
+        kern, bias, bn = _rest_layers(params, batch_stats, plan, batch_norm)
+        kern = kern.astype(dtype)
+        k_seg = kern[:, :s]
+        # Input-segment projections of layers 1..L-1 (off the sequential path): one batched matmul
+        # per distinct segment against the segment rows of the kernels of the layers reading it.
+        parts, order = [], []
+        for start, users in plan.groups:
+            rest = tuple(u - 1 for u in users if u > 0)
+            if not rest:
+                continue
+            seg = _segment(x, plan, start)
+            kg = _take_layers(k_seg, rest)
+            if masks is None:
+                parts.append(jnp.einsum("ns,usw->unw", seg, kg))
+            else:
+                seg_masked = seg[None] * _take_layers(masks[1:, :, :s], rest)
+                parts.append(jnp.einsum("uns,usw->unw", seg_masked, kg))
+            order.extend(rest)
+        proj = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+        if order != sorted(order):
+            proj = proj[np.argsort(order)]  # back to layer order
+        xs: dict[str, Any] = {"proj": proj + bias.astype(dtype)[:, None, :], "kernel": kern[:, s:]}
         if masks is not None:
             xs["mask"] = masks[1:, :, s:]
         if batch_norm:
-            xs["bn"] = tuple(a[1:] for a in (bn_p["scale"], bn_p["bias"], bn_s["mean"], bn_s["var"]))
+            xs["bn"] = bn
 
         def step(h, inp):
             if "mask" in inp:
                 h = h * inp["mask"]
-            z = inp["proj"] + h @ inp["kernel"]
-            h_new, new = layer(z, inp.get("bn"))
+            h_new, new = layer(inp["proj"] + h @ inp["kernel"], inp.get("bn"))
             return h_new, (h_new, new)
 
-        _, (hs, news) = jax.lax.scan(step, h0, xs)
-        outs.append(hs)
-        new_stats.append(news)
-    hid = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)  # (L, n, w)
-    if use_out_dropout:
-        hid = hid * _dropout_scale(out_key, output_dropout_rate, hid.shape, dtype)
+        _, (hs, news) = jax.lax.scan(step, h0, xs)  # hs: (L-1, n, w)
 
-    if has_output:
-        out = params["output"]
-        features = out["kernel"].shape[-1]
-        kernel = out["kernel"].astype(dtype).reshape(L, w, features)
-        y = jnp.einsum("lnw,lwf->nf", hid, kernel) + out["bias"].astype(dtype)
+    if use_out_dropout:
+        out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype)
+        h0 = h0 * out_mask[0]
+        if L > 1:
+            hs = hs * out_mask[1:]
+
+    if "output" in params:
+        # Dense over [h_0, ..., h_{L-1}] as per-layer products summed (no (n, L*w) concatenation).
+        kernel = params["output"]["kernel"].astype(dtype)
+        features = kernel.shape[-1]
+        acc = jnp.promote_types(dtype, jnp.float32)
+        y = jnp.dot(h0, kernel[:w], preferred_element_type=acc)
+        if L > 1:
+            rest_k = kernel[w:].reshape(L - 1, w, features)
+            y = y + jnp.einsum("lnw,lwf->lnf", hs, rest_k,
+                               preferred_element_type=acc).sum(axis=0)
+        y = (y + params["output"]["bias"].astype(acc)).astype(dtype)
+    elif L > 1:
+        y = jnp.concatenate([h0, jnp.transpose(hs, (1, 0, 2)).reshape(n, (L - 1) * w)], axis=1)
     else:
-        y = jnp.transpose(hid, (1, 0, 2)).reshape(n, L * w)
+        y = h0
     y = y.reshape(*lead, y.shape[-1])
 
     stats_out = None
     if batch_norm and train:
-        means = [new_stats[0][0][None]]
-        vars_ = [new_stats[0][1][None]]
-        if L > 1:
-            means.append(new_stats[1][0])
-            vars_.append(new_stats[1][1])
-        means_a, vars_a = jnp.concatenate(means), jnp.concatenate(vars_)
-        stats_out = {f"bn_{k}": {"mean": means_a[k], "var": vars_a[k]} for k in range(L)}
+        stats_out = {"bn_0": {"mean": new0[0], "var": new0[1]}}
+        if L > 1 and stacked:
+            stats_out["bn_stack"] = {"mean": news[0], "var": news[1]}
+        elif L > 1:
+            stats_out.update(
+                {f"bn_{k}": {"mean": news[0][k - 1], "var": news[1][k - 1]} for k in range(1, L)}
+            )
     return y, stats_out
 
 
@@ -236,11 +256,19 @@ class SpinalDense(nn.Module):
       zero_bias: initialise all Dense biases to zero.
       weight_sharing: optional reuse map, entry ``k`` = hidden layer whose weights layer ``k``
         uses (``spinal_jax.reference.make_plan``); all ``num_layers`` parameter sets still exist.
+      stack_layers: store hidden layers 1..L-1 as one stacked entry (see below) instead of one
+        entry per layer, so that the program size, hence compile time, does not grow with depth.
       dtype: compute dtype (default: promoted from input and params); param_dtype: of the params.
 
-    Parameters: ``hidden_k`` ``{"kernel": (s [+ w], w), "bias": (w,)}``, ``output``
-    ``{"kernel": (L*w, features), "bias"}`` and, with ``batch_norm``, params ``bn_k``
-    ``{"scale", "bias"}`` and batch_stats ``bn_k`` ``{"mean", "var"}``.
+    Parameters (default, per-layer form): ``hidden_k`` ``{"kernel": (s [+ w], w), "bias": (w,)}``
+    for k < L, ``output`` ``{"kernel": (L*w, features), "bias"}`` and, with ``batch_norm``, params
+    ``bn_k`` ``{"scale", "bias"}`` and batch_stats ``bn_k`` ``{"mean", "var"}``.
+
+    ``stack_layers=True`` (stacked form, L > 1): ``hidden_0``, ``bn_0`` and ``output`` as above;
+    layers 1..L-1 are the same numbers stacked along a new axis 0: ``hidden_stack``
+    ``{"kernel": (L-1, s+w, w), "bias": (L-1, w)}`` and ``bn_stack`` (params ``scale``/``bias``,
+    batch_stats ``mean``/``var``, each (L-1, w)); ``hidden_stack[...][i]`` is ``hidden_{i+1}``.
+    ``spinal_jax.reference.unstack_layers`` / ``restack_layers`` convert between the two forms.
     """
 
     features: int | None
@@ -257,13 +285,15 @@ class SpinalDense(nn.Module):
     init_scheme: str = "flax"
     zero_bias: bool = False
     weight_sharing: Sequence[int] | None = None
+    stack_layers: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
     def _out_rate(self) -> float:
         return self.dropout_rate if self.output_dropout_rate is None else self.output_dropout_rate
 
-    def _param(self, name: str, fan_in: int, shape: tuple[int, int]) -> dict[str, Array]:
+    def _param(self, name: str, fan_in: int, shape: tuple[int, int], count: int | None = None) -> dict[str, Array]:
+        """Dense params ``name``; ``count`` stacks that many independently drawn sets along axis 0."""
         if self.has_variable("params", name):
             # Existing parameters: skip Flax's per-parameter shape re-derivation (eval_shape), which
             # would make tracing deep stacks slow; shapes are checked in __call__.
@@ -272,14 +302,36 @@ class SpinalDense(nn.Module):
         if self.zero_bias:
             binit = nn.initializers.zeros_init()
 
-        def init_fn(key):
+        def one(key):
             k1, k2 = jax.random.split(key)
             return {
                 "kernel": kinit(k1, shape, self.param_dtype),
                 "bias": binit(k2, (shape[1],), self.param_dtype),
             }
 
-        return self.param(name, init_fn)
+        if count is None:
+            return self.param(name, one)
+        return self.param(name, lambda key: jax.vmap(one)(jax.random.split(key, count)))
+
+    def _bn(self, name: str, lead: tuple[int, ...]) -> tuple[dict[str, Array], Any]:
+        """BatchNorm params and running-statistics variable ``name`` of shape ``lead + (w,)``."""
+        shape = (*lead, self.layer_width)
+        if self.has_variable("params", name):
+            p = self.get_variable("params", name)
+        else:
+            p = self.param(
+                name,
+                lambda _key: {
+                    "scale": jnp.ones(shape, self.param_dtype),
+                    "bias": jnp.zeros(shape, self.param_dtype),
+                },
+            )
+        stats = self.variable(
+            "batch_stats",
+            name,
+            lambda: {"mean": jnp.zeros(shape, jnp.float32), "var": jnp.ones(shape, jnp.float32)},
+        )
+        return p, stats
 
     def _check_params(self, plan: SpinalPlan) -> None:
         params = self.variables.get("params", {})
@@ -292,12 +344,19 @@ class SpinalDense(nn.Module):
                 f"num_splits={plan.num_splits}), but the parameters were made for segment size "
                 f"{got}, i.e. about {got * plan.num_splits} input features"
             )
-        for k in range(self.num_layers):
-            name = f"hidden_{k}"
-            want = (plan.hidden_in_features(k), plan.layer_width)
+        L, w = self.num_layers, plan.layer_width
+        wants = {"hidden_0": (plan.segment_size, w)}
+        if self.stack_layers and L > 1:
+            wants["hidden_stack"] = (L - 1, plan.segment_size + w, w)
+        else:
+            wants.update({f"hidden_{k}": (plan.hidden_in_features(k), w) for k in range(1, L)})
+        for name, want in wants.items():
             have = tuple(params[name]["kernel"].shape) if name in params else None
             if have != want:
-                raise ValueError(f"params[{name!r}]['kernel'] has shape {have}, expected {want}")
+                raise ValueError(
+                    f"params[{name!r}]['kernel'] has shape {have}, expected {want} "
+                    f"(stack_layers={self.stack_layers})"
+                )
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -311,27 +370,20 @@ class SpinalDense(nn.Module):
             x.shape[-1], self.num_splits, self.layer_width, self.num_layers, self.weight_sharing
         )
         self._check_params(plan)
-        L, w = self.num_layers, self.layer_width
-        params: dict[str, Any] = {}
+        L, s, w = self.num_layers, plan.segment_size, self.layer_width
+        params: dict[str, Any] = {"hidden_0": self._param("hidden_0", s, (s, w))}
         stats_vars = {}
-        for k in range(L):
-            fan_in = plan.hidden_in_features(k)
-            params[f"hidden_{k}"] = self._param(f"hidden_{k}", fan_in, (fan_in, w))
+        if self.batch_norm:
+            params["bn_0"], stats_vars["bn_0"] = self._bn("bn_0", ())
+        if self.stack_layers and L > 1:
+            params["hidden_stack"] = self._param("hidden_stack", s + w, (s + w, w), count=L - 1)
             if self.batch_norm:
-                params[f"bn_{k}"] = self.param(
-                    f"bn_{k}",
-                    lambda _key: {
-                        "scale": jnp.ones((w,), self.param_dtype),
-                        "bias": jnp.zeros((w,), self.param_dtype),
-                    },
-                ) if not self.has_variable("params", f"bn_{k}") else self.get_variable(
-                    "params", f"bn_{k}"
-                )
-                stats_vars[f"bn_{k}"] = self.variable(
-                    "batch_stats",
-                    f"bn_{k}",
-                    lambda: {"mean": jnp.zeros((w,), jnp.float32), "var": jnp.ones((w,), jnp.float32)},
-                )
+                params["bn_stack"], stats_vars["bn_stack"] = self._bn("bn_stack", (L - 1,))
+        else:
+            for k in range(1, L):
+                params[f"hidden_{k}"] = self._param(f"hidden_{k}", s + w, (s + w, w))
+                if self.batch_norm:
+                    params[f"bn_{k}"], stats_vars[f"bn_{k}"] = self._bn(f"bn_{k}", ())
         if self.features is not None:
             params["output"] = self._param("output", L * w, (L * w, self.features))
         out_rate = self._out_rate()

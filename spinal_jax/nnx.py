@@ -2,7 +2,8 @@
 
 State layout mirrors the linen variables: attributes ``hidden_k`` / ``output`` (``kernel``,
 ``bias`` ``nnx.Param``), and with BatchNorm ``bn_k`` (``scale``, ``bias`` ``nnx.Param``; ``mean``,
-``var`` ``nnx.BatchStat``). ``params_tree()`` / ``stats_tree()`` return the linen-shaped dicts and
+``var`` ``nnx.BatchStat``); with ``stack_layers=True``, ``hidden_0``, ``hidden_stack``, ``bn_0``,
+``bn_stack`` as in the linen layer's stacked form. ``params_tree()`` / ``stats_tree()`` return the linen-shaped dicts and
 ``load_linen(variables)`` copies linen variables in.
 """
 
@@ -23,21 +24,29 @@ __all__ = ["SpinalDense"]
 
 
 class _DenseParams(nnx.Module):
+    """Kernel (fan_in, features) and bias; ``count`` independent sets stacked along axis 0."""
+
     def __init__(self, fan_in: int, features: int, init_scheme: str, zero_bias: bool,
-                 param_dtype: Any, rngs: nnx.Rngs):
+                 param_dtype: Any, rngs: nnx.Rngs, count: int | None = None):
         kinit, binit = kernel_and_bias_init(init_scheme, fan_in)
         if zero_bias:
             binit = nnx.initializers.zeros_init()
-        self.kernel = nnx.Param(kinit(rngs.params(), (fan_in, features), param_dtype))
-        self.bias = nnx.Param(binit(rngs.params(), (features,), param_dtype))
+
+        def draw(init, key, shape):
+            if count is None:
+                return init(key, shape, param_dtype)
+            return jax.vmap(lambda k: init(k, shape, param_dtype))(jax.random.split(key, count))
+
+        self.kernel = nnx.Param(draw(kinit, rngs.params(), (fan_in, features)))
+        self.bias = nnx.Param(draw(binit, rngs.params(), (features,)))
 
 
 class _BNState(nnx.Module):
-    def __init__(self, width: int, param_dtype: Any):
-        self.scale = nnx.Param(jnp.ones((width,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((width,), param_dtype))
-        self.mean = nnx.BatchStat(jnp.zeros((width,), jnp.float32))
-        self.var = nnx.BatchStat(jnp.ones((width,), jnp.float32))
+    def __init__(self, shape: tuple[int, ...], param_dtype: Any):
+        self.scale = nnx.Param(jnp.ones(shape, param_dtype))
+        self.bias = nnx.Param(jnp.zeros(shape, param_dtype))
+        self.mean = nnx.BatchStat(jnp.zeros(shape, jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones(shape, jnp.float32))
 
 
 class SpinalDense(nnx.Module):
@@ -63,6 +72,7 @@ class SpinalDense(nnx.Module):
         init_scheme: str = "flax",
         zero_bias: bool = False,
         weight_sharing: Sequence[int] | None = None,
+        stack_layers: bool = False,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         *,
@@ -81,40 +91,60 @@ class SpinalDense(nnx.Module):
         self.unbiased_running_var = unbiased_running_var
         self.dtype = dtype
         self.rngs = rngs
-        for k in range(num_layers):
-            fan_in = self.plan.hidden_in_features(k)
-            setattr(self, f"hidden_{k}", _DenseParams(fan_in, layer_width, init_scheme, zero_bias, param_dtype, rngs))
+        self.stack_layers = stack_layers and num_layers > 1
+        s, w, L = self.plan.segment_size, layer_width, num_layers
+        dense = dict(init_scheme=init_scheme, zero_bias=zero_bias, param_dtype=param_dtype, rngs=rngs)
+        self.hidden_0 = _DenseParams(s, w, **dense)
+        if batch_norm:
+            self.bn_0 = _BNState((w,), param_dtype)
+        if self.stack_layers:
+            self.hidden_stack = _DenseParams(s + w, w, **dense, count=L - 1)
             if batch_norm:
-                setattr(self, f"bn_{k}", _BNState(layer_width, param_dtype))
+                self.bn_stack = _BNState((L - 1, w), param_dtype)
+        else:
+            for k in range(1, L):
+                setattr(self, f"hidden_{k}", _DenseParams(s + w, w, **dense))
+                if batch_norm:
+                    setattr(self, f"bn_{k}", _BNState((w,), param_dtype))
         if features is not None:
             fan_in = num_layers * layer_width
             self.output = _DenseParams(fan_in, features, init_scheme, zero_bias, param_dtype, rngs)
 
-    def _names(self) -> list[str]:
-        names = [f"hidden_{k}" for k in range(self.plan.num_layers)]
-        return [*names, "output"] if self.features is not None else names
+    def _names(self) -> tuple[list[str], list[str]]:
+        """Names of the Dense and BatchNorm sub-modules, in the linen layer's order."""
+        if self.stack_layers:
+            dense, bns = ["hidden_0", "hidden_stack"], ["bn_0", "bn_stack"]
+        else:
+            dense = [f"hidden_{k}" for k in range(self.plan.num_layers)]
+            bns = [f"bn_{k}" for k in range(self.plan.num_layers)]
+        if self.features is not None:
+            dense.append("output")
+        return dense, bns if self.batch_norm else []
 
     def params_tree(self) -> dict[str, dict[str, jax.Array]]:
-        """The parameters as the linen layer's ``params`` dict."""
+        """The parameters as the linen layer's ``params`` dict (same form: per-layer or stacked)."""
+        dense, bns = self._names()
         tree = {n: {"kernel": getattr(self, n).kernel.get_value(), "bias": getattr(self, n).bias.get_value()}
-                for n in self._names()}
-        if self.batch_norm:
-            for k in range(self.plan.num_layers):
-                bn = getattr(self, f"bn_{k}")
-                tree[f"bn_{k}"] = {"scale": bn.scale.get_value(), "bias": bn.bias.get_value()}
+                for n in dense}
+        for n in bns:
+            tree[n] = {"scale": getattr(self, n).scale.get_value(), "bias": getattr(self, n).bias.get_value()}
         return tree
 
     def stats_tree(self) -> dict[str, dict[str, jax.Array]]:
         """The running statistics as the linen layer's ``batch_stats`` dict (empty without BN)."""
-        if not self.batch_norm:
-            return {}
-        return {f"bn_{k}": {"mean": getattr(self, f"bn_{k}").mean.get_value(),
-                            "var": getattr(self, f"bn_{k}").var.get_value()}
-                for k in range(self.plan.num_layers)}
+        return {n: {"mean": getattr(self, n).mean.get_value(), "var": getattr(self, n).var.get_value()}
+                for n in self._names()[1]}
 
     def load_linen(self, variables: Mapping[str, Any]) -> None:
         """Copy linen ``SpinalDense`` variables (``{"params", "batch_stats"}``) into this module."""
         params = variables["params"]
+        dense, bns = self._names()
+        if set(params) != {*dense, *bns}:
+            raise ValueError(
+                f"params have entries {sorted(params)}, this layer {sorted({*dense, *bns})} "
+                f"(stack_layers={self.stack_layers}); convert with spinal_jax.reference."
+                "unstack_layers / restack_layers"
+            )
         for name, leaves in params.items():
             sub = getattr(self, name)
             for leaf, value in leaves.items():

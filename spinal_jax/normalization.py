@@ -17,6 +17,21 @@ def batch_norm_statistics(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     return mean, var
 
 
+def normalize(
+    x: jnp.ndarray,
+    mean: jnp.ndarray,
+    var: jnp.ndarray,
+    scale: jnp.ndarray,
+    bias: jnp.ndarray,
+    epsilon: float,
+    dtype: Any,
+) -> jnp.ndarray:
+    """``(x - mean) / sqrt(var + epsilon) * scale + bias`` computed in float32, returned as ``dtype``."""
+    inv = jnp.reciprocal(jnp.sqrt(var + epsilon)) * scale.astype(jnp.float32)
+    y = (x.astype(jnp.float32) - mean) * inv + bias.astype(jnp.float32)
+    return y.astype(dtype)
+
+
 def updated_running_stats(
     running_mean: jnp.ndarray,
     running_var: jnp.ndarray,
@@ -69,7 +84,4 @@ class BatchNorm(nn.Module):
                 )
         else:
             mean, var = ra_mean.value, ra_var.value
-        dtype = self.dtype or x.dtype
-        inv = jnp.reciprocal(jnp.sqrt(var + self.epsilon)) * scale.astype(jnp.float32)
-        y = (x.astype(jnp.float32) - mean) * inv + bias.astype(jnp.float32)
-        return y.astype(dtype)
+        return normalize(x, mean, var, scale, bias, self.epsilon, self.dtype or x.dtype)

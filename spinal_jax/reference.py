@@ -15,12 +15,61 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "STACKED_NAMES",
     "SpinalPlan",
     "check_options",
     "forward",
     "make_plan",
+    "restack_layers",
     "segment_size",
+    "unstack_layers",
 ]
+
+#: Stacked entry name -> per-layer name pattern of layers 1..L-1 (``SpinalDense(stack_layers=True)``).
+STACKED_NAMES = {"hidden_stack": "hidden_{}", "bn_stack": "bn_{}"}
+
+
+def unstack_layers(tree: Any, take: Callable[[Any, int], Any] | None = None) -> Any:
+    """The per-layer form of a tree holding stacked SpinalDense entries (any nesting depth).
+
+    Every mapping entry ``hidden_stack`` / ``bn_stack`` (leaves with a leading axis of L-1) becomes
+    ``hidden_1 .. hidden_{L-1}`` / ``bn_1 .. bn_{L-1}``: the same numbers, sliced along axis 0.
+    Works on whole variable dicts, params or batch_stats alone, and model trees; other entries are
+    kept (not copied). ``take(leaf, i)`` slices a leaf (default ``leaf[i]``; NumPy or JAX arrays).
+    """
+    if not isinstance(tree, Mapping):
+        return tree
+    take = take if take is not None else (lambda a, i: a[i])
+    out: dict[str, Any] = {}
+    for name, sub in tree.items():
+        if name in STACKED_NAMES and isinstance(sub, Mapping):
+            depth = next(iter(sub.values())).shape[0]
+            for i in range(depth):
+                out[STACKED_NAMES[name].format(i + 1)] = {leaf: take(v, i) for leaf, v in sub.items()}
+        else:
+            out[name] = unstack_layers(sub, take)
+    return out
+
+
+def restack_layers(tree: Any, like: Any, stack: Callable[[list[Any]], Any] = np.stack) -> Any:
+    """Inverse of ``unstack_layers``: stack ``hidden_1..`` / ``bn_1..`` back wherever ``like`` (a
+    stacked tree of the same structure, arrays or shape structs) has ``hidden_stack`` / ``bn_stack``.
+    """
+    if not isinstance(tree, Mapping) or not isinstance(like, Mapping):
+        return tree
+    out = dict(tree)
+    for name, sub in like.items():
+        if name in STACKED_NAMES and isinstance(sub, Mapping):
+            depth = next(iter(sub.values())).shape[0]
+            names = [STACKED_NAMES[name].format(i + 1) for i in range(depth)]
+            missing = [n for n in names if n not in out]
+            if missing:
+                raise ValueError(f"cannot stack {name!r}: the tree lacks {missing}")
+            layers = [out.pop(n) for n in names]
+            out[name] = {leaf: stack([lay[leaf] for lay in layers]) for leaf in sub}
+        elif name in out:
+            out[name] = restack_layers(out[name], sub, stack)
+    return out
 
 
 def segment_size(in_features: int, num_splits: int) -> int:
@@ -149,6 +198,7 @@ def forward(
 ) -> np.ndarray:
     """SpinalDense in float64 from a parameter tree; ``activation`` must be a NumPy function.
 
+    Both parameter forms are accepted (per-layer ``hidden_k``, or stacked ``hidden_stack``).
     ``variables`` is either ``{"params": ..., "batch_stats": ...}`` or the params dict itself (then
     pass ``batch_stats`` separately when ``batch_norm``). ``train=True`` normalises with the batch
     statistics (biased variance, as PyTorch); it does not return updated running statistics.
@@ -159,6 +209,7 @@ def forward(
         batch_stats = variables.get("batch_stats", batch_stats)
     else:
         params = variables
+    params, batch_stats = unstack_layers(params), unstack_layers(batch_stats)
     x = np.asarray(x, dtype=np.float64)
     lead = x.shape[:-1]
     xf = x.reshape(-1, x.shape[-1])

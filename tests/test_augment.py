@@ -224,6 +224,106 @@ def test_identity_parameters() -> None:
     np.testing.assert_array_equal(np.asarray(A.resize(x, 28)), xf)
 
 
+# ---------------------------------------------------------------- random_affine, to_rgb
+
+
+def _rounded_uniform_pmf(m: float, values: np.ndarray) -> np.ndarray:
+    """P(round(U(-m, m)) = k): the length of [k - 1/2, k + 1/2] inside [-m, m], over 2m."""
+    lo, hi = np.maximum(values - 0.5, -m), np.minimum(values + 0.5, m)
+    return np.clip(hi - lo, 0, None) / (2 * m)
+
+
+def test_random_affine_params_distribution() -> None:
+    h, w, n = 28, 30, 4000
+    keys = jax.random.split(jax.random.key(21), n)
+    p = np.asarray(
+        jax.vmap(lambda k: A.random_affine_params(k, h, w, (-10.0, 10.0), (0.2, 0.3), (0.9, 1.1)))(keys)
+    )
+    angle, tx, ty, scale = p.T
+    assert stats.kstest(angle, stats.uniform(loc=-10, scale=20).cdf).pvalue > 1e-3
+    assert stats.kstest(scale, stats.uniform(loc=0.9, scale=0.2).cdf).pvalue > 1e-3
+    # translations: round(U(-a*W, a*W)) (x uses the width, y the height), integers in [-6, 6] / [-8, 8]
+    for t, m in ((tx, 0.2 * w), (ty, 0.3 * h)):
+        assert np.array_equal(t, np.round(t))
+        values = np.arange(-9, 10)
+        pmf = _rounded_uniform_pmf(m, values.astype(float))
+        counts = np.array([(t == v).sum() for v in values])
+        assert counts[pmf == 0].sum() == 0
+        keep = pmf > 0
+        assert stats.chisquare(counts[keep], n * pmf[keep]).pvalue > 1e-3
+    # the angle is independent of the translations (separate draws)
+    assert abs(np.corrcoef(angle, tx)[0, 1]) < 0.1
+    # no translate / scale: zeros and ones
+    q = np.asarray(A.random_affine_params(jax.random.key(0), h, w, (-10.0, 10.0)))
+    assert q[1] == 0 and q[2] == 0 and q[3] == 1
+
+
+def test_random_affine_identity_translation_and_direction() -> None:
+    x = _images(6, 28, 28, 2, seed=22)
+    xf = x.astype(np.float32)
+    key = jax.random.key(23)
+    np.testing.assert_array_equal(np.asarray(A.random_affine(key, jnp.asarray(x), 0, (0.0, 0.0), (1.0, 1.0))), xf)
+    # pure translation: the image moves by (+tx, +ty), zeros come in
+    out = np.asarray(A.random_affine(key, jnp.asarray(x), 0, translate=(0.2, 0.2)))
+    keys = jax.random.split(key, len(x))
+    shifts = set()
+    for b in range(len(x)):
+        _, tx, ty, _ = np.asarray(A.random_affine_params(keys[b], 28, 28, (0.0, 0.0), (0.2, 0.2))).astype(int)
+        ref = np.zeros_like(xf[b])
+        ys, xs = slice(max(ty, 0), 28 + min(ty, 0)), slice(max(tx, 0), 28 + min(tx, 0))
+        ref[ys, xs] = xf[b, max(-ty, 0) : 28 - max(ty, 0), max(-tx, 0) : 28 - max(tx, 0)]
+        np.testing.assert_array_equal(out[b], ref)
+        shifts.add((tx, ty))
+    assert len(shifts) > 3
+    # a positive angle turns clockwise (F.affine), the opposite of rotate
+    img = _synthetic(29, 29)[None, :, :, None]
+    turned = np.asarray(A.random_affine(key, jnp.asarray(img), (90.0, 90.0)))[0, ..., 0]
+    np.testing.assert_array_equal(turned, np.rot90(img[0, ..., 0], k=-1).astype(np.float32))
+
+
+def test_random_affine_matches_torchvision_grid() -> None:
+    """Against torchvision's inverse affine matrix (center 0 in centred coordinates, shear 0) through
+    grid_sample, at the parameters the op drew."""
+    img = _images(3, 28, 32, 1, seed=24)
+    key = jax.random.key(25)
+    deg, tr, sc = (-10.0, 10.0), (0.2, 0.2), (0.8, 1.2)
+    ours = np.asarray(A.random_affine(key, jnp.asarray(img), deg, tr, sc))
+    keys = jax.random.split(key, len(img))
+    h, w = img.shape[1:3]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    xc, yc = xx - (w - 1) / 2, yy - (h - 1) / 2  # torchvision's centred base grid
+    for b in range(len(img)):
+        angle, tx, ty, s = np.asarray(A.random_affine_params(keys[b], h, w, deg, tr, sc), np.float64)
+        r = math.radians(angle)
+        m = np.array([math.cos(r), math.sin(r), 0.0, -math.sin(r), math.cos(r), 0.0]) / s
+        m[2] += m[0] * -tx + m[1] * -ty
+        m[5] += m[3] * -tx + m[4] * -ty
+        sx = m[0] * xc + m[1] * yc + m[2] + (w - 1) / 2
+        sy = m[3] * xc + m[4] * yc + m[5] + (h - 1) / 2
+        ref = _torch_grid_sample(img[b], sx, sy, "nearest")
+        assert (ours[b] != ref).mean() < 0.01  # only exact rounding ties may differ
+
+
+def test_to_rgb_exact_and_pipeline_position() -> None:
+    x1 = _images(4, 9, 11, 1, seed=26)
+    x3 = _images(4, 9, 11, 3, seed=27)
+    np.testing.assert_array_equal(np.asarray(A.to_rgb(jnp.asarray(x1))), np.repeat(x1, 3, axis=-1))
+    assert A.to_rgb(jnp.asarray(x1)).dtype == jnp.uint8
+    np.testing.assert_array_equal(np.asarray(A.to_rgb(jnp.asarray(x3))), x3)
+    with pytest.raises(ValueError, match="to_rgb needs 1- or 3-channel"):
+        A.to_rgb(jnp.zeros((2, 4, 4, 2), jnp.uint8))
+    key = jax.random.key(28)
+    grey = np.asarray(jax.jit(A.build("rotate(10)|pad_crop(8, 2)|normalize(0.5, 0.5)"))(key, jnp.asarray(x1)))
+    for spec in ("to_rgb|rotate(10)|pad_crop(8, 2)|normalize(0.5, 0.5)", "rotate(10)|pad_crop(8, 2)|to_rgb|normalize(0.5, 0.5)"):
+        out = np.asarray(jax.jit(A.build(spec))(key, jnp.asarray(x1)))
+        np.testing.assert_array_equal(out, np.repeat(grey, 3, axis=-1))
+    np.testing.assert_allclose(np.asarray(A.build("to_rgb")(None, jnp.asarray(x3))), x3 / np.float32(255), rtol=1e-6)
+    per_channel = np.asarray(A.build("to_rgb|normalize((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))")(None, jnp.asarray(x1)))
+    np.testing.assert_allclose(per_channel, (x1 / np.float32(255) - np.array([0.1, 0.2, 0.3], np.float32)) / 0.5, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="to_rgb needs 1- or 3-channel"):
+        A.build("to_rgb")(None, jnp.zeros((1, 4, 4, 2), jnp.uint8))
+
+
 # ---------------------------------------------------------------- pad crop, flips, resize
 
 
@@ -348,6 +448,9 @@ def test_bf16_safe() -> None:
         ("normalize(0.5, 0.5)|rotate(10)", "must be the last op"),
         ("normalize(0.5, 0)", "std must be positive"),
         ("rotate[3]", "name or name"),
+        ("random_affine(-1)", "random_affine: degrees"),
+        ("random_affine(10, translate=(1.5, 0.1))", "translate fractions"),
+        ("random_affine(10, scale=(0, 1))", "scale"),
     ],
 )
 def test_bad_specs(spec: str, match: str) -> None:

@@ -85,7 +85,7 @@ def _transforms(c: Config):
 
 # Channel mismatches that need a gray<->RGB op in spinal_jax.data.augment (or 1-channel QMNIST in
 # spinal_jax.data): strict xfail, so the test fails (and this list must shrink) once that exists.
-_CHANNEL_GAPS = {"qmnist_vgg5", "qmnist_arch2", "mnist_tl_vgg19_bn", "fashion_mnist_tl_wrn101"}
+_CHANNEL_GAPS: set[str] = set()
 _IMAGENET_MODELS = {"wide_resnet101_2", "vgg19_bn", "resnet18", "alexnet"}
 
 

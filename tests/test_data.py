@@ -146,6 +146,6 @@ def test_stale_digits_cache_is_rebuilt(tmp_path, monkeypatch):
     path = arrays.cache_path("digits", "test", tmp_path)
     stale = np.zeros((3, 8, 8, 1), np.uint8)
     arrays.write_cache(path, stale, [0, 1, 2], {"name": "digits", "split": "test", "version": "1.0.0"})
-    x, y = data.load_arrays("digits", "test", tmp_path)
+    _, y = data.load_arrays("digits", "test", tmp_path)
     np.testing.assert_array_equal(y, builders.digits_arrays("test")[1])
     assert arrays.is_current(path, "digits")

@@ -11,6 +11,7 @@ from flax import linen as nn
 
 from spinal_jax import SpinalDense
 from spinal_jax.interop.torch import load_state_dict, spinal_dense_entries, to_state_dict
+from spinal_jax.reference import unstack_layers
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
@@ -77,11 +78,12 @@ def randomize_bn(model, seed):
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
 
 
-def vgg_pair(p=0.0, seed=0):
+def vgg_pair(p=0.0, seed=0, stack_layers=False):
     torch.manual_seed(seed)
     tm = TorchVGGHead(p=p)
     randomize_bn(tm, seed)
-    layer = SpinalDense(10, 128, 4, batch_norm=True, dropout_rate=p, unbiased_running_var=True)
+    layer = SpinalDense(10, 128, 4, batch_norm=True, dropout_rate=p, unbiased_running_var=True,
+                        stack_layers=stack_layers)
     variables = load_state_dict(layer, tm.state_dict())
     return tm, layer, variables
 
@@ -95,37 +97,41 @@ def test_customizable_model_eval(d, splits, width, layers, act):
     torch.manual_seed(1)
     acts = {"leaky": (tnn.LeakyReLU(), lambda v: nn.leaky_relu(v, 0.01)), "relu": (tnn.ReLU(), nn.relu), "tanh": (tnn.Tanh(), jnp.tanh)}
     tm = TorchCustomizable(d, splits, width, layers, 7, acts[act][0]).eval()
-    layer = SpinalDense(7, width, layers, num_splits=splits, activation=acts[act][1])
+    layer = SpinalDense(7, width, layers, num_splits=splits, activation=acts[act][1],
+                        stack_layers=layers > 4)
     variables = load_state_dict(layer, tm.state_dict(), in_features=d)
+    assert ("hidden_stack" in variables["params"]) == (layers > 4)
     x = np.random.default_rng(0).standard_normal((11, d)).astype(np.float32)
     with torch.no_grad():
         want = tm(torch.from_numpy(x)).numpy()
-    assert_close(layer.apply(variables, x), want, rtol=0, atol=1e-5)
+    assert_close(jax.jit(layer.apply)(variables, x), want, rtol=0, atol=1e-5)
     n_flax = sum(a.size for a in jax.tree_util.tree_leaves(variables))
     assert n_flax == sum(p.numel() for p in tm.parameters())
     if d == 200:  # the example of ORIGINAL §6
         assert n_flax == 12_307
 
 
-def test_vgg_head_eval_and_train_forward():
-    tm, layer, variables = vgg_pair()
+@pytest.mark.parametrize("stack_layers", [False, True])
+def test_vgg_head_eval_and_train_forward(stack_layers):
+    tm, layer, variables = vgg_pair(stack_layers=stack_layers)
+    apply = jax.jit(layer.apply, static_argnames=("train", "mutable"))
     x = np.random.default_rng(0).standard_normal((32, 256)).astype(np.float32)
     tm.eval()
     with torch.no_grad():
         want = tm(torch.from_numpy(x)).numpy()
-    assert_close(layer.apply(variables, x), want, rtol=0, atol=1e-5)
+    assert_close(apply(variables, x), want, rtol=0, atol=1e-5)
     tm.train()
     with torch.no_grad():
         want = tm(torch.from_numpy(x)).numpy()
-    y, upd = layer.apply(variables, x, train=True, mutable=["batch_stats"])
+    y, upd = apply(variables, x, train=True, mutable=("batch_stats",))
     assert_close(y, want, rtol=0, atol=1e-5)
     after = load_state_dict(layer, tm.state_dict())  # running stats updated by torch (unbiased)
     jax.tree_util.tree_map(lambda a, b: assert_close(a, b, rtol=1e-6, atol=1e-7), upd["batch_stats"], after["batch_stats"])
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_vgg_head_gradients_and_one_step(opt):
-    tm, layer, variables = vgg_pair(seed=3)
+@pytest.mark.parametrize(("opt", "stack_layers"), [("sgd", False), ("adam", True)])
+def test_vgg_head_gradients_and_one_step(opt, stack_layers):
+    tm, layer, variables = vgg_pair(seed=3, stack_layers=stack_layers)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((16, 256)).astype(np.float32)
     labels = rng.integers(0, 10, 16)
@@ -146,13 +152,17 @@ def test_vgg_head_gradients_and_one_step(opt):
         logits, upd = layer.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), upd
 
-    (jl, upd), grads = jax.value_and_grad(jloss, has_aux=True)(variables["params"])
+    (jl, upd), grads = jax.jit(jax.value_and_grad(jloss, has_aux=True))(variables["params"])
     assert_close(jl, loss.item(), rtol=1e-5, atol=0)
     gsd = to_state_dict(layer, {"params": grads, "batch_stats": upd["batch_stats"]}, layout="sequential")
     for k, g in tgrads.items():
         assert_close(gsd[k], g, rtol=1e-5, atol=1e-7)
-    updates, _ = jopt.update(grads, jopt.init(variables["params"]), variables["params"])
-    new = optax.apply_updates(variables["params"], updates)
+    @jax.jit
+    def step(params, grads):
+        updates, _ = jopt.update(grads, jopt.init(params), params)
+        return optax.apply_updates(params, updates)
+
+    new = step(variables["params"], grads)
     got = to_state_dict(layer, {"params": new, "batch_stats": upd["batch_stats"]}, layout="sequential")
     gmax = max(np.abs(g).max() for g in tgrads.values())
     for k, v in tm.state_dict().items():
@@ -169,19 +179,24 @@ def test_vgg_head_gradients_and_one_step(opt):
 
 
 def test_round_trip_and_torch_strict_load():
-    for style, batch_norm in (("customizable", False), ("sequential", True)):
-        layer = SpinalDense(3, 6, 5, num_splits=3, batch_norm=batch_norm)
-        v = layer.init(jax.random.key(0), jnp.ones((2, 14)))
-        if batch_norm:
-            v["batch_stats"] = jax.tree_util.tree_map(lambda a: a + 0.5, v["batch_stats"])
+    configs = [(style, bn, stack) for style in ("customizable", "sequential") for bn in (False, True)
+               for stack in (False, True)]
+    for style, batch_norm, stack in configs:
+        layer = SpinalDense(3, 6, 5, num_splits=3, batch_norm=batch_norm, stack_layers=stack)
+        rng = np.random.default_rng(len(configs))
+        shapes = jax.eval_shape(layer.init, jax.random.key(0), jnp.ones((2, 14)))
+        v = jax.tree_util.tree_map(lambda a, rng=rng: jnp.asarray(rng.standard_normal(a.shape), a.dtype), shapes)
         sd = to_state_dict(layer, v, layout=style)
+        np.testing.assert_array_equal(sd["fc3.weight" if style == "customizable" else "fc_spinal_layer3.1.weight"],
+                                      np.asarray(unstack_layers(v)["params"]["hidden_2"]["kernel"]).T)
+        assert not stack or "hidden_stack" in v["params"]
         back = load_state_dict(layer, sd, in_features=14)
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), v, back)
         back_t = load_state_dict(layer, {k: torch.from_numpy(a) for k, a in sd.items()}, in_features=14)
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), v, back_t)
     default = to_state_dict(SpinalDense(2, 3, 2), SpinalDense(2, 3, 2).init(jax.random.key(0), jnp.ones((1, 8))))
     assert sorted(default) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight", "fcx.bias", "fcx.weight"]
-    tm, layer, variables = vgg_pair(seed=5)
+    tm, layer, variables = vgg_pair(seed=5, stack_layers=True)
     fresh = TorchVGGHead(p=0.0)
     fresh.load_state_dict({k: torch.from_numpy(a) for k, a in to_state_dict(layer, variables, "sequential").items()}, strict=True)
     for k, a in tm.state_dict().items():

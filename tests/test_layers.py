@@ -10,6 +10,7 @@ from flax import linen as nn
 
 from spinal_jax import SpinalDense, reference
 from spinal_jax.layers import make_plan, num_params, spinal_forward
+from spinal_jax.reference import restack_layers, unstack_layers
 
 ACTIVATIONS = {
     "relu": (nn.relu, lambda v: np.maximum(v, 0.0)),
@@ -28,6 +29,11 @@ def to_np(tree):
     return jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64), tree)
 
 
+def jit_apply(layer):
+    """``layer.apply`` compiled once per shape (op-by-op eager dispatch is slow on a small CPU)."""
+    return jax.jit(layer.apply, static_argnames=("train", "mutable"))
+
+
 def random_config(rng: np.random.Generator) -> dict:
     d = int(rng.integers(1, 40))
     return dict(
@@ -39,6 +45,7 @@ def random_config(rng: np.random.Generator) -> dict:
         batch_norm=bool(rng.integers(0, 2)),
         features=None if rng.random() < 0.2 else int(rng.integers(1, 6)),
         batch=int(rng.integers(2, 7)),
+        stack_layers=bool(rng.integers(0, 2)),
     )
 
 
@@ -47,11 +54,12 @@ def _setup(cfg: dict, seed: int):
     layer = SpinalDense(
         cfg["features"], cfg["layer_width"], cfg["num_layers"], num_splits=cfg["num_splits"],
         activation=act, batch_norm=cfg["batch_norm"], init_scheme="torch",
+        stack_layers=cfg["stack_layers"],
     )
     key = jax.random.key(seed)
     kx, kp, ks = jax.random.split(key, 3)
     x = jax.random.normal(kx, (cfg["batch"], cfg["d"]))
-    variables = layer.init(kp, x)
+    variables = jax.jit(layer.init)(kp, x)
     if cfg["batch_norm"]:  # random affine and running statistics instead of the trivial ones
         leaves, tdef = jax.tree_util.tree_flatten(variables)
         keys = jax.random.split(ks, len(leaves))
@@ -61,9 +69,10 @@ def _setup(cfg: dict, seed: int):
     return layer, variables, x, np_act
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(8))
 def test_matches_float64_reference(seed):
-    """Random configurations: outputs and gradients (directional, per leaf) within 1e-5 relative."""
+    """Random configurations (either parameter form): outputs and gradients (directional, per
+    leaf) within 1e-5 relative of the float64 reference."""
     rng = np.random.default_rng(seed)
     cfg = random_config(rng)
     layer, variables, x, np_act = _setup(cfg, seed)
@@ -128,7 +137,7 @@ def test_alternating_halves_explicit():
     """num_splits=2, 4 layers written out by hand (the canonical head of the original)."""
     layer = SpinalDense(3, 5, 4)
     x = jax.random.normal(jax.random.key(0), (4, 12))
-    v = layer.init(jax.random.key(1), x)
+    v = jax.jit(layer.init)(jax.random.key(1), x)
     p = v["params"]
     halves = [x[:, :6], x[:, 6:]]
     h, outs = None, []
@@ -137,12 +146,12 @@ def test_alternating_halves_explicit():
         h = nn.relu(inp @ p[f"hidden_{k}"]["kernel"] + p[f"hidden_{k}"]["bias"])
         outs.append(h)
     want = jnp.concatenate(outs, axis=1) @ p["output"]["kernel"] + p["output"]["bias"]
-    assert rel_err(layer.apply(v, x), want) <= 1e-6
+    assert rel_err(jit_apply(layer)(v, x), want) <= 1e-6
 
 
 def test_param_tree_and_original_head_counts():
     vgg = SpinalDense(10, 128, 4, batch_norm=True)
-    v = vgg.init(jax.random.key(0), jnp.ones((2, 256)))
+    v = jax.eval_shape(vgg.init, jax.random.key(0), jnp.ones((2, 256)))
     assert v["params"]["hidden_0"]["kernel"].shape == (128, 128)
     assert v["params"]["hidden_3"]["kernel"].shape == (256, 128)
     assert v["params"]["output"]["kernel"].shape == (512, 10)
@@ -151,17 +160,27 @@ def test_param_tree_and_original_head_counts():
     count = sum(a.size for a in jax.tree_util.tree_leaves(v["params"]))
     assert count == 121_354 == num_params(10, 256, 128, 4, batch_norm=True)
     small = SpinalDense(10, 8, 6)
-    v = small.init(jax.random.key(0), jnp.ones((2, 320)))
+    v = jax.eval_shape(small.init, jax.random.key(0), jnp.ones((2, 320)))
     assert sum(a.size for a in jax.tree_util.tree_leaves(v)) == 8_538 == num_params(10, 320, 8, 6)
     assert "batch_stats" not in v
+    # stacked form: the same numbers of the same shapes, layers 1..L-1 along a leading axis
+    st = SpinalDense(10, 128, 4, batch_norm=True, stack_layers=True)
+    v = jax.eval_shape(st.init, jax.random.key(0), jnp.ones((2, 256)))
+    shapes = jax.tree_util.tree_map(lambda a: a.shape, v)
+    assert shapes["params"]["hidden_0"] == {"kernel": (128, 128), "bias": (128,)}
+    assert shapes["params"]["hidden_stack"] == {"kernel": (3, 256, 128), "bias": (3, 128)}
+    assert shapes["params"]["bn_stack"] == {"scale": (3, 128), "bias": (3, 128)}
+    assert shapes["batch_stats"] == {"bn_0": {"mean": (128,), "var": (128,)},
+                                     "bn_stack": {"mean": (3, 128), "var": (3, 128)}}
+    assert sum(a.size for a in jax.tree_util.tree_leaves(v["params"])) == 121_354
 
 
 def test_features_none_returns_concatenation():
     layer = SpinalDense(None, 3, 5, num_splits=3)
     x = jnp.ones((2, 4, 9))
-    v = layer.init(jax.random.key(0), x)
+    v = jax.eval_shape(layer.init, jax.random.key(0), x)
     assert "output" not in v["params"]
-    assert layer.apply(v, x).shape == (2, 4, 15)
+    assert jax.eval_shape(layer.apply, v, x).shape == (2, 4, 15)
 
 
 def test_weight_sharing_regression_variant():
@@ -170,44 +189,45 @@ def test_weight_sharing_regression_variant():
     lrelu = ACTIVATIONS["leaky"]
     layer = SpinalDense(1, 5, 6, activation=lrelu[0], weight_sharing=share, init_scheme="torch")
     x = jax.random.normal(jax.random.key(0), (7, 8))
-    v = layer.init(jax.random.key(1), x)
+    v = jax.jit(layer.init)(jax.random.key(1), x)
     assert "hidden_5" in v["params"]
-    y = layer.apply(v, x)
+    y = jit_apply(layer)(v, x)
     want = reference.forward(to_np(v), np.asarray(x), activation=lrelu[1], weight_sharing=share)
     assert rel_err(y, want) <= 1e-5
-    g = jax.grad(lambda p: layer.apply({"params": p}, x).sum())(v["params"])
+    g = jax.jit(jax.grad(lambda p: layer.apply({"params": p}, x).sum()))(v["params"])
     assert float(jnp.abs(g["hidden_4"]["kernel"]).max()) == 0.0
     assert float(jnp.abs(g["hidden_2"]["kernel"]).max()) > 0.0
     plain = SpinalDense(1, 5, 6, activation=lrelu[0])
-    assert rel_err(plain.apply(v, x), y) > 1e-3
+    assert rel_err(jit_apply(plain)(v, x), y) > 1e-3
     # shared-weight variant (§1.7): one fc2 for layers 2..L
     sw = SpinalDense(2, 4, 5, weight_sharing=(0, 1, 1, 1, 1))
-    v = sw.init(jax.random.key(2), x)
-    assert rel_err(sw.apply(v, x), reference.forward(to_np(v), np.asarray(x), weight_sharing=(0, 1, 1, 1, 1))) <= 1e-5
+    v = jax.jit(sw.init)(jax.random.key(2), x)
+    assert rel_err(jit_apply(sw)(v, x), reference.forward(to_np(v), np.asarray(x), weight_sharing=(0, 1, 1, 1, 1))) <= 1e-5
 
 
 def test_torch_init_and_zero_bias():
     layer = SpinalDense(4, 16, 3, init_scheme="torch")
-    v = layer.init(jax.random.key(0), jnp.ones((1, 64)))["params"]
+    v = jax.jit(layer.init)(jax.random.key(0), jnp.ones((1, 64)))["params"]
     k1 = v["hidden_1"]["kernel"]  # fan_in 32 + 16 = 48
     assert float(jnp.abs(k1).max()) <= 1 / np.sqrt(48)
     assert float(jnp.abs(k1).max()) > 0.8 / np.sqrt(48)
     assert float(jnp.abs(v["hidden_1"]["bias"]).max()) > 0.0
     z = SpinalDense(4, 16, 3, init_scheme="torch", zero_bias=True)
-    v = z.init(jax.random.key(0), jnp.ones((1, 64)))["params"]
+    v = jax.jit(z.init)(jax.random.key(0), jnp.ones((1, 64)))["params"]
     assert all(float(jnp.abs(v[n]["bias"]).max()) == 0.0 for n in v)
 
 
 def test_leading_dims_vmap_jit_grad():
     layer = SpinalDense(3, 4, 5, num_splits=3)
     x = jax.random.normal(jax.random.key(0), (2, 3, 11))
-    v = layer.init(jax.random.key(1), x)
-    y = layer.apply(v, x)
-    flat = layer.apply(v, x.reshape(6, 11)).reshape(2, 3, 3)
+    v = jax.jit(layer.init)(jax.random.key(1), x)
+    y = layer.apply(v, x)  # eager once
+    apply = jit_apply(layer)
+    flat = apply(v, x.reshape(6, 11)).reshape(2, 3, 3)
     assert rel_err(y, flat) <= 1e-6
-    vm = jax.vmap(lambda xx: layer.apply(v, xx))(x)
+    vm = jax.jit(jax.vmap(lambda xx: layer.apply(v, xx)))(x)
     assert rel_err(vm, y) <= 1e-6
-    assert rel_err(jax.jit(layer.apply)(v, x), y) <= 1e-6
+    assert rel_err(apply(v, x), y) <= 1e-6
     g = jax.jit(jax.grad(lambda p: layer.apply({"params": p}, x).sum()))(v["params"])
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(g))
 
@@ -215,36 +235,40 @@ def test_leading_dims_vmap_jit_grad():
 def test_bfloat16():
     x = jax.random.normal(jax.random.key(0), (8, 32))
     f32 = SpinalDense(4, 16, 4, batch_norm=True)
-    v = f32.init(jax.random.key(1), x)
-    want = f32.apply(v, x)
+    v = jax.jit(f32.init)(jax.random.key(1), x)
+    want = jit_apply(f32)(v, x)
     bf = SpinalDense(4, 16, 4, batch_norm=True, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     vb = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), v)
     vb["batch_stats"] = v["batch_stats"]
-    got = bf.apply(vb, x.astype(jnp.bfloat16))
+    bf_apply = jit_apply(bf)
+    got = bf_apply(vb, x.astype(jnp.bfloat16))
     assert got.dtype == jnp.bfloat16
     assert rel_err(got.astype(jnp.float32), want) < 5e-2
-    vb2 = bf.init(jax.random.key(1), x)
+    vb2 = jax.eval_shape(bf.init, jax.random.key(1), x)
     assert vb2["params"]["hidden_1"]["kernel"].dtype == jnp.bfloat16
-    y, upd = bf.apply(vb, x, train=True, mutable=["batch_stats"])
+    y, upd = bf_apply(vb, x, train=True, mutable=("batch_stats",))
     assert y.dtype == jnp.bfloat16 and upd["batch_stats"]["bn_0"]["mean"].dtype == jnp.float32
 
 
 def test_dropout():
     layer = SpinalDense(None, 64, 3, dropout_rate=0.5, output_dropout_rate=0.0, activation=None)
     x = jnp.ones((16, 64))
-    v = layer.init(jax.random.key(0), x)
-    eval_y = layer.apply(v, x)
-    assert rel_err(layer.apply(v, x, train=False), eval_y) == 0.0
+    v = jax.jit(layer.init)(jax.random.key(0), x)
+    apply = jit_apply(layer)
+    eval_y = apply(v, x)
+    assert rel_err(apply(v, x, train=False), eval_y) == 0.0
     with pytest.raises(Exception, match="dropout"):
-        layer.apply(v, x, train=True)
-    a = layer.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})
-    b = layer.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)})
+        apply(v, x, train=True)
+    a = apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})
+    b = apply(v, x, train=True, rngs={"dropout": jax.random.key(2)})
     assert rel_err(a, b) > 1e-3
-    assert rel_err(a, layer.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})) == 0.0
+    assert rel_err(a, apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})) == 0.0
     # first layer's input is all ones: its dropout keeps ~half the features, scaled by 2
     only_out = SpinalDense(None, 8, 2, dropout_rate=0.0, output_dropout_rate=0.5)
-    y = only_out.apply(only_out.init(jax.random.key(0), x), x, train=True, rngs={"dropout": jax.random.key(3)})
-    ref = only_out.apply(only_out.init(jax.random.key(0), x), x)
+    vo = jax.jit(only_out.init)(jax.random.key(0), x)
+    out_apply = jit_apply(only_out)
+    y = out_apply(vo, x, train=True, rngs={"dropout": jax.random.key(3)})
+    ref = out_apply(vo, x)
     kept = np.asarray(y != 0)
     assert 0.35 < kept[np.asarray(ref) != 0].mean() < 0.65
     np.testing.assert_allclose(np.asarray(y)[kept], 2 * np.asarray(ref)[kept], rtol=1e-6)
@@ -259,7 +283,7 @@ def test_compiles_once_per_shape():
 
     layer = SpinalDense(3, 4, 6, activation=counting_relu)
     x = jnp.ones((5, 10))
-    v = layer.init(jax.random.key(0), x)
+    v = jax.jit(layer.init)(jax.random.key(0), x)
     f = jax.jit(layer.apply)
     f(v, x)
     n = len(traces)
@@ -272,11 +296,11 @@ def test_compiles_once_per_shape():
 
 
 def test_deep_stack():
-    layer = SpinalDense(2, 3, 120, num_splits=4)
+    layer = SpinalDense(2, 3, 120, num_splits=4, stack_layers=True)
     x = jax.random.normal(jax.random.key(0), (3, 10))
-    v = layer.init(jax.random.key(1), x)
+    v = jax.jit(layer.init)(jax.random.key(1), x)
     want = reference.forward(to_np(v), np.asarray(x), num_splits=4)
-    assert rel_err(layer.apply(v, x), want) <= 1e-5
+    assert rel_err(jit_apply(layer)(v, x), want) <= 1e-5
 
 
 @pytest.mark.parametrize(
@@ -301,7 +325,12 @@ def test_bad_options(kwargs, x_shape, match):
 
 def test_bad_inputs():
     layer = SpinalDense(2, 3, 3)
-    v = layer.init(jax.random.key(0), jnp.ones((2, 8)))
+    v = jax.jit(layer.init)(jax.random.key(0), jnp.ones((2, 8)))
+    with pytest.raises(ValueError, match=r"hidden_stack.*stack_layers=True"):
+        SpinalDense(2, 3, 3, stack_layers=True).apply(v, jnp.ones((2, 8)))
+    with pytest.raises(ValueError, match=r"hidden_1.*stack_layers=False"):
+        like = jax.eval_shape(SpinalDense(2, 3, 3, stack_layers=True).init, jax.random.key(0), jnp.ones((2, 8)))
+        layer.apply(restack_layers(v, like), jnp.ones((2, 8)))
     with pytest.raises(ValueError, match=r"input last dimension is 12.*segment size 4"):
         layer.apply(v, jnp.ones((2, 12)))
     with pytest.raises(ValueError, match="floating"):
@@ -314,9 +343,11 @@ def test_spinal_forward_is_pure():
     """The shared pure function gives the module's output from the same trees."""
     layer = SpinalDense(3, 4, 4, batch_norm=True)
     x = jax.random.normal(jax.random.key(0), (6, 9))
-    v = layer.init(jax.random.key(1), x)
-    y, new = spinal_forward(v["params"], v["batch_stats"], x, make_plan(9, 2, 4, 4), batch_norm=True, train=True)
-    y2, upd = layer.apply(v, x, train=True, mutable=["batch_stats"])
+    v = jax.jit(layer.init)(jax.random.key(1), x)
+    fwd = jax.jit(lambda v, x: spinal_forward(v["params"], v["batch_stats"], x, make_plan(9, 2, 4, 4),
+                                              batch_norm=True, train=True))
+    y, new = fwd(v, x)
+    y2, upd = jit_apply(layer)(v, x, train=True, mutable=("batch_stats",))
     assert rel_err(y, y2) == 0.0
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool(jnp.all(a == b)), new, upd["batch_stats"]))
 
@@ -336,5 +367,70 @@ def test_benchmark_quick(tmp_path):
     out = tmp_path / "b.json"
     bench.main(["--quick", "--out", str(out)])
     data = json.loads(out.read_text())
-    assert len(data["forward_backward"]) == 2 and data["forward_backward"][0]["spinal_ms"] > 0
+    assert len(data["forward_backward"]) == 1 and data["forward_backward"][0]["spinal_stacked_ms"] > 0
+    assert [c["L"] for c in data["compile"]] == [2, 4] and data["compile"][0]["stacked_s"] > 0
     assert out.with_suffix(".md").read_text().startswith("# SpinalDense benchmark")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "num_layers"),
+    [
+        (dict(batch_norm=True, dropout_rate=0.3, output_dropout_rate=0.2, unbiased_running_var=True), 5),
+        (dict(weight_sharing=(0, 1, 2, 3, 2, 3), activation=jnp.tanh, num_splits=3), 6),
+        (dict(batch_norm=True, features=None), 1),
+    ],
+)
+def test_stacked_equals_per_layer(kwargs, num_layers):
+    """stack_layers=True computes the same function: outputs, gradients and running statistics."""
+    opts = dict(features=3, layer_width=4, num_layers=num_layers, init_scheme="torch") | kwargs
+    per, st = SpinalDense(**opts), SpinalDense(**opts, stack_layers=True)
+    x = jax.random.normal(jax.random.key(0), (6, 11))
+    v = jax.jit(st.init)(jax.random.key(1), x)
+    if "batch_stats" in v:
+        v["batch_stats"] = jax.tree_util.tree_map(lambda a: a + 0.3, v["batch_stats"])
+    vp = unstack_layers(v)
+    assert jax.tree_util.tree_structure(restack_layers(vp, v)) == jax.tree_util.tree_structure(v)
+    if num_layers > 1:
+        assert "hidden_stack" in v["params"] and f"hidden_{num_layers - 1}" in vp["params"]
+        np.testing.assert_array_equal(vp["params"]["hidden_2"]["kernel"], v["params"]["hidden_stack"]["kernel"][1])
+    c = jax.random.normal(jax.random.key(2), (6, 3 if opts["features"] else num_layers * 4))
+
+    def loss(layer):
+        def f(params, stats, x):
+            y, upd = layer.apply({"params": params, "batch_stats": stats}, x, train=True,
+                                 mutable=["batch_stats"], rngs={"dropout": jax.random.key(3)})
+            return jnp.sum(y * c), (y, upd.get("batch_stats", {}))
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 2), has_aux=True))
+
+    stats = v.get("batch_stats", {})
+    (_, (y_s, new_s)), (g_s, gx_s) = loss(st)(v["params"], stats, x)
+    (_, (y_p, new_p)), (g_p, gx_p) = loss(per)(vp["params"], unstack_layers(stats), x)
+    np.testing.assert_allclose(y_s, y_p, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gx_s, gx_p, rtol=1e-6, atol=1e-7)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                           unstack_layers(g_s), g_p)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                           unstack_layers(new_s), new_p)
+    if "weight_sharing" in kwargs:  # hidden_4/5 are unused: zero gradient in both forms
+        assert float(jnp.abs(g_s["hidden_stack"]["kernel"][3:]).max()) == 0.0
+
+
+def test_stacked_program_size_does_not_grow_with_depth():
+    """Number of jaxpr equations of forward+grad (BatchNorm, dropout, train): equal at L=4 and 64
+    for stack_layers=True (the per-layer form grows, which is why the stacked form exists)."""
+
+    def n_eqns(num_layers: int, stack: bool) -> int:
+        layer = SpinalDense(3, 4, num_layers, batch_norm=True, dropout_rate=0.1, stack_layers=stack)
+        x = jnp.ones((2, 8))
+        v = jax.eval_shape(layer.init, jax.random.key(0), x)
+
+        def loss(params, stats):
+            y, _ = layer.apply({"params": params, "batch_stats": stats}, x, train=True,
+                               mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+            return y.sum()
+
+        return len(jax.make_jaxpr(jax.value_and_grad(loss))(v["params"], v["batch_stats"]).jaxpr.eqns)
+
+    assert n_eqns(4, True) == n_eqns(64, True)
+    assert n_eqns(64, False) > n_eqns(4, False) + 60

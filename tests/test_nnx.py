@@ -12,21 +12,31 @@ import spinal_jax.nnx as snnx
 from spinal_jax import SpinalDense
 
 
-@pytest.mark.parametrize(("batch_norm", "features"), [(True, 5), (False, None)])
-def test_nnx_equals_linen(batch_norm, features):
+@pytest.mark.parametrize(("batch_norm", "features", "stack"), [(True, 5, False), (False, None, False), (True, 5, True)])
+def test_nnx_equals_linen(batch_norm, features, stack):
     x = jax.random.normal(jax.random.key(0), (6, 13))
-    linen = SpinalDense(features, 4, 5, num_splits=3, batch_norm=batch_norm, unbiased_running_var=True)
-    v = linen.init(jax.random.key(1), x)
+    linen = SpinalDense(features, 4, 5, num_splits=3, batch_norm=batch_norm, unbiased_running_var=True,
+                        stack_layers=stack)
+    v = jax.jit(linen.init)(jax.random.key(1), x)
     if batch_norm:
         v["batch_stats"] = jax.tree_util.tree_map(lambda a: a + 0.25, v["batch_stats"])
     layer = snnx.SpinalDense(13, features, 4, 5, num_splits=3, batch_norm=batch_norm,
-                             unbiased_running_var=True, rngs=nnx.Rngs(0))
+                             unbiased_running_var=True, stack_layers=stack, rngs=nnx.Rngs(0))
     assert jax.tree_util.tree_map(jnp.shape, layer.params_tree()) == jax.tree_util.tree_map(jnp.shape, v["params"])
+    if stack:  # independent draws per stacked layer
+        k = layer.hidden_stack.kernel.get_value()
+        assert float(jnp.abs(k[0] - k[1]).max()) > 0
+    else:
+        with pytest.raises(ValueError, match="unstack_layers"):
+            snnx.SpinalDense(13, features, 4, 5, num_splits=3, batch_norm=batch_norm, stack_layers=True,
+                             rngs=nnx.Rngs(0)).load_linen(v)
     layer.load_linen(v)
-    np.testing.assert_array_equal(np.asarray(layer(x)), np.asarray(linen.apply(v, x)))
+    apply = jax.jit(linen.apply, static_argnames=("train", "mutable"))
+    call = nnx.jit(lambda m, x, train: m(x, train=train), static_argnums=2)
+    np.testing.assert_array_equal(np.asarray(call(layer, x, False)), np.asarray(apply(v, x)))
     if batch_norm:
-        y_l, upd = linen.apply(v, x, train=True, mutable=["batch_stats"])
-        y_n = layer(x, train=True)
+        y_l, upd = apply(v, x, train=True, mutable=("batch_stats",))
+        y_n = call(layer, x, True)
         np.testing.assert_array_equal(np.asarray(y_n), np.asarray(y_l))
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                                layer.stats_tree(), upd["batch_stats"])
@@ -42,9 +52,10 @@ def test_nnx_jit_grad_dropout_and_errors():
 
     g = loss_grad(layer, x)
     assert g["hidden_1"]["kernel"].get_value().shape == (8, 4)
-    a, b = layer(x, train=True), layer(x, train=True)
+    call = nnx.jit(lambda m, x, train: m(x, train=train), static_argnums=2)
+    a, b = call(layer, x, True), call(layer, x, True)
     assert float(jnp.abs(a - b).max()) > 0  # fresh dropout masks per call
-    assert float(jnp.abs(layer(x) - layer(x)).max()) == 0
+    assert float(jnp.abs(call(layer, x, False) - call(layer, x, False)).max()) == 0
     with pytest.raises(ValueError, match=r"input last dimension is 9.*8 input features"):
         layer(jnp.ones((5, 9)))
     with pytest.raises(ValueError, match="num_splits"):

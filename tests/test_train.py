@@ -366,3 +366,41 @@ def test_init_checkpoint_loads_backbone_and_keeps_new_head(tmp_path):
     np.savez(str(tmp_path / "other.npz"), **{"conv.weight": np.zeros((3, 3), np.float32)})
     with pytest.raises(ValueError, match="matches only 0"):
         loop._load_init_checkpoint(state, model, str(tmp_path / "other.npz"))
+
+
+_KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import conftest  # the same 8 simulated devices and matmul precision as this test process
+from spinal_jax.train import loop
+import test_train
+loop.enable_compilation_cache({cache!r})
+loop.load_splits = test_train._synthetic_splits
+
+def kill(epoch, record):
+    if epoch == 1:  # SIGKILL while epoch 2's checkpoint may still be written asynchronously
+        os.kill(os.getpid(), signal.SIGKILL)
+
+loop.train_and_evaluate(test_train._cnn_config(), {run_dir!r}, progress=False, epoch_callback=kill)
+"""
+
+
+def test_sigkilled_process_resumes_bitwise(reference, synthetic, tmp_path):
+    """A real kill (no cleanup, async checkpoint possibly half-written), then the same command again."""
+    import subprocess
+    import sys
+
+    ref_dir, ref_summary = reference
+    run_dir = str(tmp_path / "run")
+    script = _KILL_SCRIPT.format(
+        tests=os.path.dirname(__file__), cache=jax.config.jax_compilation_cache_dir, run_dir=run_dir
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not os.path.exists(os.path.join(run_dir, "summary.json"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CheckpointWarning)  # a half-written latest checkpoint is allowed
+        resumed = train_and_evaluate(_cnn_config(), run_dir, progress=False)
+    assert _without_timing(resumed) == _without_timing(ref_summary)
+    assert _without_timing(_read_metrics(run_dir)) == _without_timing(_read_metrics(ref_dir))
+    _assert_bitwise(_final_arrays(run_dir), _final_arrays(ref_dir))

@@ -11,8 +11,8 @@ Original's reported accuracy: spinal 94.76% test at best valid (notebook output)
 Quirks and choices:
 - Validation = every 10th train image (idx % 10 == 0); test at the best validation epoch.
 - Two stages: 1e-2 × 5 then 1e-3 × 5, batch 200.
-- Not reproduced (no op in the augment grammar yet): RandomAffine(10, translate=(0.2, 0.2)) and the
-  gray→RGB channel repeat (the backbone sees one channel; ImageNet weights need the repeat).
+- Grayscale Fashion-MNIST is repeated to 3 channels (``to_rgb``: the original's ImageFolder loaded
+  the PNGs as RGB); RandomAffine(10, translate=(0.2, 0.2)) is ``random_affine`` (nearest, fill 0).
 - Needs ImageNet weights: pass `--config.init_checkpoint=PATH` (torchvision state dict); without it
   the backbone starts from random weights, which is not the original's experiment.
 """
@@ -31,6 +31,9 @@ def get_config():
         protocol="clean",
         validation="mod10:0",
         model_overrides={"variant": "v4", "width": 1024},
-        train_augment="resize((120, 120))|hflip|random_resized_crop(112, scale=(0.95, 1.0))|" + NORM_HALF,
-        eval_preprocess="resize((112, 112))|" + NORM_HALF,
+        train_augment=(
+            "to_rgb|resize((120, 120))|hflip|random_affine(10, translate=(0.2, 0.2))|"
+            "random_resized_crop(112, scale=(0.95, 1.0))|" + NORM_HALF
+        ),
+        eval_preprocess="to_rgb|resize((112, 112))|" + NORM_HALF,
     )

@@ -12,9 +12,9 @@ with-vgg, §2.7); default: none.
 Quirks and choices:
 - Validation = every 10th train image (idx % 10 == 0; the notebook used idx % 10 == 4); test at best
   valid.
-- Grayscale MNIST is resized to 120² and randomly cropped to 112². Not reproduced (no op in the
-  augment grammar yet): the gray→RGB channel repeat (the backbone sees one channel; ImageNet weights
-  need the repeat).
+- Grayscale MNIST is repeated to 3 channels (``to_rgb``: the original's ImageFolder loaded the PNGs
+  as RGB), resized to 120² and randomly cropped to 112²; the 1-channel MNIST statistics are broadcast
+  to the three channels, as in the original.
 - Two stages: 1e-2 × 10 then 1e-3 × 10.
 - Needs ImageNet weights: pass `--config.init_checkpoint=PATH` (torchvision state dict); without it
   the backbone starts from random weights, which is not the original's experiment.
@@ -33,6 +33,6 @@ def get_config():
         stages=((1e-2, 10), (1e-3, 10)),
         protocol="clean",
         validation="mod10:0",
-        train_augment="resize((120, 120))|rotate(10)|pad_crop(112)|perspective(0.5, p=0.5)|" + NORM_MNIST,
-        eval_preprocess="resize((112, 112))|" + NORM_MNIST,
+        train_augment="to_rgb|resize((120, 120))|rotate(10)|pad_crop(112)|perspective(0.5, p=0.5)|" + NORM_MNIST,
+        eval_preprocess="to_rgb|resize((112, 112))|" + NORM_MNIST,
     )

@@ -23,6 +23,9 @@ Conventions (torchvision's tensor path, which follows PIL's pixel grid):
 All geometric ops share one inverse-map sampler (``_warp``): output pixel grid → source coordinates via an
 affine or projective 3×3 matrix → nearest or bilinear gather. Consecutive ops are composed lazily, so a
 whole pipeline usually becomes a single gather from the uint8 source.
+``to_rgb`` (grey → 3 equal channels, as ImageFolder loads grayscale PNGs) commutes with every op (each acts
+on all channels alike, fill 0), so wherever it stands in the spec it is applied once, after the last
+gather and before ``normalize``: the warps and resizes gather one channel instead of three.
 """
 
 from __future__ import annotations
@@ -54,14 +57,19 @@ __all__ = [
     "perspective_coefficients",
     "perspective_matrix",
     "perspective_params",
+    "random_affine",
+    "random_affine_matrix",
+    "random_affine_params",
     "random_resized_crop",
     "resize",
+    "resized_crop_fallback",
     "resized_crop_params",
     "rotate",
     "rotation_angle",
     "rotation_matrix",
     "show_augmentations",
     "show_augmentations_arrays",
+    "to_rgb",
     "vflip",
 ]
 
@@ -228,6 +236,43 @@ def rotation_matrix(angle_deg: jax.Array, height: int, width: int) -> jax.Array:
     )
 
 
+def random_affine_params(
+    key: jax.Array,
+    height: int,
+    width: int,
+    degrees: tuple[float, float],
+    translate: tuple[float, float] | None = None,
+    scale: tuple[float, float] | None = None,
+) -> jax.Array:
+    """(angle, tx, ty, scale) float32 of RandomAffine.get_params (no shear): angle ~ U(degrees),
+    tx = round(U(-a·W, a·W)), ty = round(U(-b·H, b·H)) for ``translate`` = (a, b) (Python's round: half to
+    even, as ``jnp.round``), scale ~ U(scale) (1 when None)."""
+    k_angle, k_tx, k_ty, k_scale = jax.random.split(key, 4)
+    angle = rotation_angle(k_angle, degrees)
+    if translate is None:
+        tx = ty = jnp.zeros((), jnp.float32)
+    else:
+        max_dx, max_dy = translate[0] * width, translate[1] * height
+        tx = jnp.round(jax.random.uniform(k_tx, (), jnp.float32, -max_dx, max_dx))
+        ty = jnp.round(jax.random.uniform(k_ty, (), jnp.float32, -max_dy, max_dy))
+    s = jnp.ones((), jnp.float32) if scale is None else jax.random.uniform(k_scale, (), jnp.float32, *scale)
+    return jnp.stack([angle, tx, ty, s])
+
+
+def random_affine_matrix(params: jax.Array, height: int, width: int) -> jax.Array:
+    """Output→input index-coordinate matrix of torchvision's ``F.affine(angle, (tx, ty), scale)`` (no shear):
+    ``in = A (out - c - t) + c`` with A = [[cos, sin], [-sin, cos]] / scale and c the image centre. Note
+    F.affine turns *clockwise* for a positive angle (F.rotate counter-clockwise): affine(a) = rotate(-a)."""
+    angle, tx, ty, s = (jnp.asarray(v, jnp.float32) for v in params)
+    a = jnp.deg2rad(angle)
+    c, sn = jnp.cos(a) / s, jnp.sin(a) / s
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    px, py = cx + tx, cy + ty
+    return jnp.array(
+        [[c, sn, cx - c * px - sn * py], [-sn, c, cy + sn * px - c * py], [0.0, 0.0, 1.0]], jnp.float32
+    )
+
+
 def perspective_params(key: jax.Array, height: int, width: int, distortion_scale: float) -> jax.Array:
     """End points (4, 2) as (x, y) integers for TL, TR, BR, BL (RandomPerspective.get_params)."""
     bh = int(distortion_scale * (height // 2)) + 1
@@ -290,6 +335,17 @@ def perspective_matrix(key: jax.Array, height: int, width: int, distortion_scale
     return jnp.where(apply, m, _eye())
 
 
+def resized_crop_fallback(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    """(h, w) of RandomResizedCrop's centre-crop fallback when no try fits (torchvision's rule; plain
+    Python, shared with the host path :mod:`spinal_jax.data.preprocess`)."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        return round(width / min(ratio)), width
+    if in_ratio > max(ratio):
+        return height, round(height * max(ratio))
+    return height, width
+
+
 def resized_crop_params(
     key: jax.Array,
     height: int,
@@ -312,14 +368,7 @@ def resized_crop_params(
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     first = jnp.argmax(ok)
     any_ok = ok[first]
-    # Static fallback (centre crop), exactly as torchvision.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, round(width / min(ratio))
-    elif in_ratio > max(ratio):
-        fh, fw = height, round(height * max(ratio))
-    else:
-        fw, fh = width, height
+    fh, fw = resized_crop_fallback(height, width, ratio)
     ch = jnp.where(any_ok, h[first], fh)
     cw = jnp.where(any_ok, w[first], fw)
     top = jax.random.randint(k_i, (), 0, height - ch + 1)
@@ -339,6 +388,19 @@ def _op_rotate(degrees: tuple[float, float], interpolation: str) -> Callable[[ja
     def op(key: jax.Array, st: _Stage) -> _Stage:
         m = rotation_matrix(rotation_angle(key, degrees), st.height, st.width)
         return _warp(st, m, (st.height, st.width), interpolation, offset=0.0)
+
+    return op
+
+
+def _op_affine(
+    degrees: tuple[float, float],
+    translate: tuple[float, float] | None,
+    scale: tuple[float, float] | None,
+    interpolation: str,
+) -> Callable[[jax.Array, _Stage], _Stage]:
+    def op(key: jax.Array, st: _Stage) -> _Stage:
+        params = random_affine_params(key, st.height, st.width, degrees, translate, scale)
+        return _warp(st, random_affine_matrix(params, st.height, st.width), (st.height, st.width), interpolation, offset=0.0)
 
     return op
 
@@ -482,15 +544,31 @@ def _channels(v: Any, name: str, what: str) -> tuple[float, ...]:
 
 
 # name -> (positional parameter names, defaults, validator(kwargs) -> normalised kwargs)
-def _v_rotate(k: dict) -> dict:
-    d = k["degrees"]
+def _degrees(d: Any, name: str) -> tuple[float, float]:
     if isinstance(d, (int, float)) and not isinstance(d, bool):
         if d < 0:
-            raise ValueError(f"rotate: degrees must be >= 0 when a single number, got {d!r}")
-        rng = (-float(d), float(d))
-    else:
-        rng = _pair(d, "rotate", "degrees")
-    return {"degrees": rng, "interpolation": _interp(k["interpolation"], "rotate")}
+            raise ValueError(f"{name}: degrees must be >= 0 when a single number, got {d!r}")
+        return (-float(d), float(d))
+    return _pair(d, name, "degrees")
+
+
+def _v_rotate(k: dict) -> dict:
+    return {"degrees": _degrees(k["degrees"], "rotate"), "interpolation": _interp(k["interpolation"], "rotate")}
+
+
+def _v_affine(k: dict) -> dict:
+    out = {"degrees": _degrees(k["degrees"], "random_affine"), "interpolation": _interp(k["interpolation"], "random_affine")}
+    t = k["translate"]
+    if t is not None:
+        t = _pair(t, "random_affine", "translate")
+        if not all(0.0 <= v <= 1.0 for v in t):
+            raise ValueError(f"random_affine: translate fractions must be in [0, 1], got {t}")
+    sc = k["scale"]
+    if sc is not None:
+        sc = _pair(sc, "random_affine", "scale")
+        if not 0 < sc[0] <= sc[1]:
+            raise ValueError(f"random_affine: scale must satisfy 0 < min <= max, got {sc}")
+    return {**out, "translate": t, "scale": sc}
 
 
 def _v_perspective(k: dict) -> dict:
@@ -540,6 +618,11 @@ def _v_normalize(k: dict) -> dict:
 
 _OPS: dict[str, tuple[tuple[str, ...], dict[str, Any], Callable[[dict], dict]]] = {
     "rotate": (("degrees", "interpolation"), {"interpolation": "nearest"}, _v_rotate),
+    "random_affine": (
+        ("degrees", "translate", "scale", "interpolation"),
+        {"translate": None, "scale": None, "interpolation": "nearest"},
+        _v_affine,
+    ),
     "perspective": (
         ("distortion_scale", "p", "interpolation"),
         {"distortion_scale": 0.5, "p": 0.5, "interpolation": "bilinear"},
@@ -553,10 +636,11 @@ _OPS: dict[str, tuple[tuple[str, ...], dict[str, Any], Callable[[dict], dict]]] 
     "center_crop": (("size",), {}, lambda k: {"size": _size(k["size"], "center_crop")}),
     "normalize": (("mean", "std"), {}, _v_normalize),
     "to_float": ((), {}, lambda k: {}),
+    "to_rgb": ((), {}, lambda k: {}),
 }
-_ALIASES = {"random_crop": "pad_crop", "rotation": "rotate", "random_rotation": "rotate"}
+_ALIASES = {"random_crop": "pad_crop", "rotation": "rotate", "random_rotation": "rotate", "affine": "random_affine"}
 _FINAL = ("normalize", "to_float")
-_RANDOM = ("rotate", "perspective", "random_resized_crop", "pad_crop", "hflip", "vflip")
+_RANDOM = ("rotate", "random_affine", "perspective", "random_resized_crop", "pad_crop", "hflip", "vflip")
 
 
 def _parse_one(text: str) -> Op:
@@ -619,6 +703,8 @@ def _stage_op(op: Op) -> Callable[[jax.Array, _Stage], _Stage]:
     k = dict(op.kwargs)
     if op.name == "rotate":
         return _op_rotate(k["degrees"], k["interpolation"])
+    if op.name == "random_affine":
+        return _op_affine(k["degrees"], k["translate"], k["scale"], k["interpolation"])
     if op.name == "perspective":
         return _op_perspective(k["distortion_scale"], k["p"], k["interpolation"])
     if op.name == "random_resized_crop":
@@ -643,7 +729,8 @@ def build(spec: str, dtype: Any = jnp.float32) -> Pipeline:
     """
     ops = parse(spec)
     final = ops[-1] if ops and ops[-1].name in _FINAL else None
-    stage_ops = [_stage_op(op) for op in ops if op.name not in _FINAL]
+    stage_ops = [_stage_op(op) for op in ops if op.name not in (*_FINAL, "to_rgb")]
+    rgb = any(op.name == "to_rgb" for op in ops)  # applied once at the end (see the module docstring)
     needs_key = any(op.name in _RANDOM for op in ops)
     if final is not None and final.name == "normalize":
         mean = np.asarray(final.get("mean"), np.float32)
@@ -662,6 +749,10 @@ def build(spec: str, dtype: Any = jnp.float32) -> Pipeline:
         if images.ndim != 4:
             raise ValueError(f"images must be a (B, H, W, C) batch, got shape {images.shape}")
         c = images.shape[-1]
+        if rgb:
+            if c not in (1, 3):
+                raise ValueError(f"to_rgb needs 1- or 3-channel images, got {c} channels (shape {images.shape})")
+            c = 3
         if mean.size not in (1, c) or std.size not in (1, c):
             raise ValueError(
                 f"normalize has {mean.size} mean / {std.size} std values for images with {c} channels"
@@ -675,6 +766,8 @@ def build(spec: str, dtype: Any = jnp.float32) -> Pipeline:
             x = jax.vmap(one)(keys, images)
         else:
             x = images.astype(jnp.float32)
+        if rgb:
+            x = _repeat_rgb(x)
         x = (x * (1.0 / 255.0) - mean) / std
         return x.astype(dtype)
 
@@ -684,6 +777,10 @@ def build(spec: str, dtype: Any = jnp.float32) -> Pipeline:
 # ----------------------------------------------------------------------------------------------
 # Batch-level public functions (each is the same code as the pipeline op).
 # ----------------------------------------------------------------------------------------------
+
+
+def _repeat_rgb(images: jax.Array) -> jax.Array:
+    return jnp.broadcast_to(images, (*images.shape[:-1], 3)) if images.shape[-1] == 1 else images
 
 
 def _apply(stage_op: Callable, key: jax.Array | None, images: jax.Array) -> jax.Array:
@@ -698,6 +795,21 @@ def rotate(key: jax.Array, images: jax.Array, degrees: float | Sequence[float], 
     """RandomRotation(degrees, fill=0): per-example angle ~ U(-d, d) (or U(d0, d1)), about the centre."""
     k = _v_rotate({"degrees": degrees, "interpolation": interpolation})
     return _apply(_op_rotate(k["degrees"], k["interpolation"]), key, images)
+
+
+def random_affine(key: jax.Array, images: jax.Array, degrees: float | Sequence[float],
+                  translate: tuple[float, float] | None = None, scale: tuple[float, float] | None = None,
+                  interpolation: str = "nearest") -> jax.Array:
+    """RandomAffine(degrees, translate, scale, fill=0), no shear; see :func:`random_affine_params`."""
+    k = _v_affine({"degrees": degrees, "translate": translate, "scale": scale, "interpolation": interpolation})
+    return _apply(_op_affine(k["degrees"], k["translate"], k["scale"], k["interpolation"]), key, images)
+
+
+def to_rgb(images: jax.Array) -> jax.Array:
+    """Grey → RGB: repeats a single channel 3 times (identity on 3-channel images), dtype kept."""
+    if images.ndim < 1 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"to_rgb needs 1- or 3-channel images (channels last), got shape {images.shape}")
+    return _repeat_rgb(images)
 
 
 def perspective(key: jax.Array, images: jax.Array, distortion_scale: float = 0.5, p: float = 0.5,

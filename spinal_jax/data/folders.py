@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
-
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 

@@ -4,6 +4,12 @@ torchvision applied these transforms to PIL images, so PIL's resampling is the f
 Random parameters follow torchvision: RandomRotation U(-d, d) degrees (nearest, fill 0, no expand),
 RandomCrop offsets uniform over valid positions, RandomResizedCrop with 10 tries and the centre-crop
 fallback, flips with p = 0.5.
+
+Why a second (host) path next to :mod:`spinal_jax.data.augment` (device): the streamed transfer-learning
+sets have large images of varying sizes on disk, which must be resized/cropped to one shape before they
+can be batched onto the device. The parameter rules are the same; the RandomResizedCrop fallback is
+shared (``augment.resized_crop_fallback``); the random draws use numpy here (per-image
+``default_rng``, deterministic across threads) and jax keys there.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import math
 import numpy as np
 from PIL import Image
 
+from spinal_jax.data.augment import resized_crop_fallback
 from spinal_jax.data.catalog import HostPreprocess
 
 
@@ -45,13 +52,7 @@ def _rrc_params(h: int, w: int, scale, ratio, rng: np.random.Generator) -> tuple
         ch = round(math.sqrt(target_area / aspect))
         if 0 < cw <= w and 0 < ch <= h:
             return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
-    in_ratio = w / h
-    if in_ratio < min(ratio):
-        cw, ch = w, round(w / min(ratio))
-    elif in_ratio > max(ratio):
-        ch, cw = h, round(h * max(ratio))
-    else:
-        cw, ch = w, h
+    ch, cw = resized_crop_fallback(h, w, ratio)
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 

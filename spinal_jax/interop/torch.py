@@ -1,6 +1,10 @@
 """PyTorch state dicts <-> Flax variables, for SpinalDense and (through ``torch_layouts``) whole models.
 
-A *layout* is a list of ``TorchEntry`` (torch module prefix, path in the Flax tree, kind). The engine
+A *layout* is a list of ``TorchEntry`` (torch module prefix, path in the Flax tree, kind).
+Layouts name the per-layer form of SpinalDense parameters (``hidden_k``, ``bn_k``); variables in
+the stacked form (``SpinalDense(stack_layers=True)``: ``hidden_stack``, ``bn_stack``, anywhere in a
+model tree) are unstacked when writing and stacked back when loading
+(``spinal_jax.reference.unstack_layers`` / ``restack_layers``). The engine
 here converts every entry and checks every key and shape, raising one ``ValueError`` that lists all
 missing, unexpected and mis-shaped keys. PyTorch is not imported: values may be NumPy arrays or
 torch tensors (anything with ``.detach()``/``.numpy()``).
@@ -17,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spinal_jax.layers import SpinalDense, segment_size
+from spinal_jax.reference import restack_layers, unstack_layers
 
 __all__ = [
     "TorchEntry",
@@ -224,13 +229,16 @@ def load_state_dict(
     layouts = torch_layouts(module)
     best = None
     for name, layout in layouts.items():
-        abstract = _abstract_variables(module, state_dict, layout, in_features)
-        if abstract is None:
+        stacked_abstract = _abstract_variables(module, state_dict, layout, in_features)
+        if stacked_abstract is None:
             continue
+        abstract = unstack_layers(
+            stacked_abstract, take=lambda a, _i: jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
+        )
         expected, missing, unexpected, misshaped = _match(layout, abstract, state_dict)
         score = len(missing) + len(unexpected) + len(misshaped)
         if best is None or score < best[0]:
-            best = (score, name, abstract, expected, missing, unexpected, misshaped)
+            best = (score, name, abstract, expected, missing, unexpected, misshaped, stacked_abstract)
         if score == 0:
             break
     if best is None:
@@ -239,7 +247,7 @@ def load_state_dict(
             f"state dict matches no layout of {type(module).__name__} ({sorted(layouts)}): "
             f"none of the keys {firsts} is present; got keys {sorted(state_dict)[:20]}"
         )
-    _, name, abstract, expected, missing, unexpected, misshaped = best
+    _, name, abstract, expected, missing, unexpected, misshaped, stacked_abstract = best
     if missing or unexpected or misshaped:
         raise ValueError(
             f"state dict does not fit {type(module).__name__} (closest layout {name!r}): "
@@ -256,7 +264,7 @@ def load_state_dict(
         raise ValueError(
             f"layout {name!r} does not cover the module's variables: {sorted(flax_leaves - got_leaves)}"
         )
-    return variables
+    return restack_layers(variables, stacked_abstract, stack=jnp.stack)
 
 
 def to_state_dict(
@@ -270,6 +278,7 @@ def to_state_dict(
     name = layout if layout is not None else next(iter(layouts))
     if name not in layouts:
         raise ValueError(f"layout must be one of {sorted(layouts)}, got {layout!r}")
+    variables = unstack_layers(variables)
     out: dict[str, np.ndarray] = {}
     for entry in layouts[name]:
         has_bias = _get(variables, ("params", *entry.flax_path, "bias")) is not None

@@ -12,13 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from spinal_jax.initializers import torch_bias_init, torch_kernel_init
+from spinal_jax.initializers import kaiming_normal_fan_out, torch_bias_init, torch_kernel_init
 from spinal_jax.normalization import BatchNorm
 
 Dtype = Any
 
-#: ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``: untruncated N(0, sqrt(2 / fan_out)).
-kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 HEADS = ("default", "spinal")
 
 
