@@ -5,6 +5,10 @@ for a few epochs on random uint8 data of Fashion-MNIST's shape, both heads, fp32
 prints the per-epoch training seconds (the first epoch includes compilation).
 
     python experiments/check_train_epoch.py [--epochs 4]
+    python experiments/check_train_epoch.py --group 3   # the grouped path: both heads x 3 seeds at once
+
+``--group N`` times ``spinal_jax.train.multi.train_many`` (what ``spinal-jax grid`` uses): every head
+x N seeds in one jitted step; ``epoch_seconds`` is then the whole group's epoch.
 """
 
 from __future__ import annotations
@@ -46,10 +50,14 @@ def main() -> None:
     parser.add_argument("--heads", default="default,spinal")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--override", action="append", default=[], help="--config.KEY=VALUE (repeatable)")
+    parser.add_argument("--group", type=int, default=0, help="time train_many: all heads x GROUP seeds together")
     args = parser.parse_args()
     loop.load_splits = _random_fashion_mnist
     print(jax.devices())
     rows = []
+    if args.group:
+        _time_groups(args, rows)
+        return
     for precision in args.precisions.split(","):
         for head in args.heads.split(","):
             config = apply_overrides(load_config(args.config), args.override)
@@ -62,6 +70,27 @@ def main() -> None:
                     seconds = [json.loads(line)["seconds"] for line in f]
             rows.append({"precision": precision, "head": head, "overrides": args.override, "epoch_seconds": seconds})
             print(json.dumps(rows[-1]), flush=True)
+
+
+def _time_groups(args, rows) -> None:
+    from spinal_jax.train import multi
+
+    for precision in args.precisions.split(","):
+        base = apply_overrides(load_config(args.config), args.override)
+        base = apply_overrides(base, {"epochs": args.epochs, "precision": precision, "tensorboard": False})
+        configs = [
+            apply_overrides(base, {"head": head, "seed": base.seed + k})
+            for head in args.heads.split(",")
+            for k in range(args.group)
+        ]
+        with tempfile.TemporaryDirectory() as workdir:
+            dirs = [loop.run_dir_for(workdir, c) for c in configs]
+            multi.train_many(configs, dirs, progress=False)
+            with open(f"{dirs[0]}/metrics.jsonl") as f:
+                seconds = [json.loads(line)["seconds"] for line in f]
+        rows.append({"precision": precision, "heads": args.heads, "seeds_per_head": args.group, "runs": len(configs),
+                     "overrides": args.override, "group_epoch_seconds": seconds})
+        print(json.dumps(rows[-1]), flush=True)
 
 
 if __name__ == "__main__":

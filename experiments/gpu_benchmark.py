@@ -46,6 +46,7 @@ much wall time (the rest are recorded as ``skipped``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -402,12 +403,9 @@ def job_time_to_accuracy(job: dict[str, Any]) -> dict[str, Any]:
         if len(reached) == len(thresholds):
             raise _Reached
 
-    with tempfile.TemporaryDirectory() as run_dir:
-        try:
-            train_and_evaluate(config, run_dir, progress=False, epoch_callback=on_epoch,
-                               min_checkpoint_interval=1e9)
-        except _Reached:
-            pass
+    with tempfile.TemporaryDirectory() as run_dir, contextlib.suppress(_Reached):
+        train_and_evaluate(config, run_dir, progress=False, epoch_callback=on_epoch,
+                           min_checkpoint_interval=1e9)
     device, _ = _jax_device_info(jax)
     return {"kind": "time_to_accuracy", "model": "vgg5", "head": "spinal", "precision": job["precision"],
             "batch_size": config.batch_size, "augment": True, "device": device, "tf32": job["tf32"],
@@ -514,7 +512,7 @@ def job_torch(job: dict[str, Any]) -> dict[str, Any]:
         "measured_steps": job["steps"],
         "steps_per_epoch": epoch_steps,
         "extrapolated": True,
-        "train_loss_last_step": float(loss),
+        "train_loss_last_step": float(loss.detach()),
         "pipeline": "data on the device, normalise only (no augmentation)",
         "data": data_note,
         "torch_version": torch.__version__,
@@ -585,7 +583,7 @@ def job_torch_original_loader(job: dict[str, Any]) -> dict[str, Any]:
         "measured_steps": job["steps"],
         "steps_per_epoch": epoch_steps,
         "extrapolated": True,
-        "train_loss_last_step": float(loss),
+        "train_loss_last_step": float(loss.detach()),
         "pipeline": "torchvision RandomRotation(10, fill 0) + RandomResizedCrop(28, (0.95, 1)) + ToTensor + "
                     "Normalize(0.5, 0.5), DataLoader num_workers=0",
         "data": data_note,
@@ -620,8 +618,10 @@ def _csv(text: str, allowed: Sequence[str], flag: str) -> list[str]:
 
 def record_key(r: dict[str, Any]) -> tuple:
     """The identity of a record (or a floor / time-to-accuracy entry) in the table."""
-    if r.get("kind") in ("floor", "time_to_accuracy"):
-        return (r["kind"], r.get("precision"))
+    if r.get("kind") == "floor":
+        return ("floor", r.get("model"))
+    if r.get("kind") == "time_to_accuracy":
+        return ("time_to_accuracy", r.get("precision"))
     return (r.get("impl"), r.get("model"), r.get("head"), r.get("precision"), r.get("batch_size"), r.get("augment"))
 
 
@@ -637,9 +637,10 @@ def plan_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     def add(priority: int, **job: Any) -> None:
         jobs.append((priority, common | job))
 
-    if not args.no_floor:
-        add(0, kind="floor", impl="floor", models=models, heads=heads, matmul_size=args.matmul_size,
-            copy_bytes=args.copy_bytes, reps=args.rate_reps)
+    if not args.no_floor:  # one floor job per model, so that split runs each add their models' rows
+        for model in models:
+            add(0, kind="floor", impl="floor", model=model, models=[model], heads=heads,
+                matmul_size=args.matmul_size, copy_bytes=args.copy_bytes, reps=args.rate_reps)
     for model in models:
         vgg = model == "vgg5"
         batch0 = args.batch_size or ORIGINAL_BATCH[model]
@@ -880,7 +881,7 @@ def render_markdown(table: dict[str, Any]) -> str:
                                        r["head"], r["precision"], r["batch_size"], not r["augment"])):
         lines.append(
             f"| {r['impl']} | {r['model']} | {r['head']} | {r['precision']} | {r['batch_size']} | {_fmt(r['augment'])} | "
-            f"{_fmt(r['epoch_seconds'])} | {_fmt(r['steps_per_second'], 1)} | {_fmt(r.get('compile_seconds'), 1)} | "
+            f"{_fmt(r.get('epoch_seconds'))} | {_fmt(r.get('steps_per_second'), 1)} | {_fmt(r.get('compile_seconds'), 1)} | "
             f"{_mib(r.get('peak_memory_bytes'))} | {r.get('measured_steps')} | {_fmt(r.get('extrapolated'))} | {r.get('device')} |"
         )
     other = [r for r in table["records"] if r.get("status") != "ok"]
@@ -965,23 +966,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-to-accuracy", action="store_true", help="also train vgg5 spinal to 90%%/93%% test accuracy")
     p.add_argument("--tta-max-epochs", type=int, default=15)
     p.add_argument("--num-examples", type=int, default=None, help="train examples per epoch (default: the dataset's)")
-    p.add_argument("--budget-seconds", type=float, default=360.0, help="launch no job after this much wall time")
+    p.add_argument("--budget-seconds", type=float, default=360.0,
+                   help="launch no job after this much wall time; with isolation no job runs past it + 120 s")
     p.add_argument("--job-timeout", type=float, default=300.0)
     p.add_argument("--merge", default=None, help="an earlier gpu_benchmark.json to add to (its ok jobs are skipped)")
-    p.add_argument("--no-isolate", action="store_true", help="run the jobs in this process")
+    p.add_argument("--no-isolate", action="store_true", help="run the jobs in this process (--quick's default)")
+    p.add_argument("--isolate", action="store_true", help="one process per job even with --quick")
     p.add_argument("--force-compile", action="store_true", help="run torch_compile without a GPU too")
-    p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny data, a few steps, vgg5 only by default")
+    p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny data, a few steps, mnist_cnn only by default, in-process")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         defaults = p.parse_args([])
-        for name, value in {"models": "vgg5", "num_examples": 64, "batch_size": 16, "large_batch": 0,
+        for name, value in {"models": "mnist_cnn", "num_examples": 32, "batch_size": 16, "large_batch": 0,
                             "jax_epochs": 1, "torch_steps": 3, "torch_warmup": 1, "loader_steps": 2,
                             "loader_warmup": 1, "matmul_size": 256, "copy_bytes": 2**22, "rate_reps": 2,
                             "tta_max_epochs": 1}.items():
             if getattr(args, name) == getattr(defaults, name):
                 setattr(args, name, value)
-        args.no_isolate = True
+        args.no_isolate = not args.isolate
     for name in ("jax_epochs", "torch_steps", "torch_warmup", "loader_steps", "loader_warmup", "matmul_size",
                  "rate_reps", "tta_max_epochs"):
         if getattr(args, name) < 1:
@@ -1026,8 +1029,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table["runs"] = [*table.get("runs", []), {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                               "command": f"python {command}"}]
     done = {record_key(r) for r in table["records"] if r.get("status") == "ok"}
-    if table.get("floor"):
-        done.add(("floor", None))
+    done |= {("floor", m["model"]) for m in (table.get("floor") or {}).get("models", [])}
     done |= {record_key(t) for t in table.get("time_to_accuracy", [])}
     isolate = not args.no_isolate
     _log(f"{len(jobs)} jobs; GPU: {env['gpu'] or 'none'}; isolate={isolate}; budget {args.budget_seconds:.0f} s")
@@ -1052,7 +1054,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 if isolate:
-                    remaining = max(args.budget_seconds + args.job_timeout - elapsed, 30.0)
+                    # no job runs past budget + 120 s: a run ends by then whatever hangs
+                    remaining = max(args.budget_seconds + 120.0 - elapsed, 30.0)
                     result = run_job_isolated(job, timeout=min(args.job_timeout, remaining))
                 else:
                     result = run_job_inline(job)
@@ -1070,8 +1073,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _log(f"[{i}/{len(jobs)}] {label}: {result['status']} {result.get('reason', '')} "
                      f"({result['job_wall_seconds']:.0f} s)")
         kind = job.get("kind")
-        if kind == "floor" and result["status"] == "ok":
-            table["floor"] = result
+        if kind == "floor" and result["status"] == "ok":  # latest rates; rows merged by model
+            kept = [m for m in (table.get("floor") or {}).get("models", []) if m["model"] != job["model"]]
+            table["floor"] = result | {"models": kept + result["models"]}
         elif kind == "time_to_accuracy" and result["status"] == "ok":
             table["time_to_accuracy"] = [t for t in table["time_to_accuracy"] if record_key(t) != key] + [result]
         else:

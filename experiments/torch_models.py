@@ -18,6 +18,7 @@ Inputs are NCHW float tensors, normalised as the original scripts do.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -57,7 +58,7 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
 def _vgg_block(channels: list[int]) -> nn.Sequential:
     """Convs 3×3 pad 1 (each + BN + ReLU) then MaxPool 2: keys ``0,3[,6]`` conv and ``1,4[,7]`` BN."""
     layers: list[nn.Module] = []
-    for cin, cout in zip(channels[:-1], channels[1:], strict=True):
+    for cin, cout in itertools.pairwise(channels):
         layers += _conv_bn_relu(cin, cout)
     layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)

@@ -10,6 +10,10 @@ This file is intentionally kept short: it parses arguments and calls the library
     spinal-jax prepare NAME [--data-dir DIR]
     spinal-jax show-augmentations NAME --out FILE.png
 
+``train`` and ``grid`` also take ``--fsdp`` and, for a job over several hosts, ``--coordinator-address
+HOST:PORT --num-processes N --process-id I`` (or ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
+``JAX_PROCESS_ID``, or a cluster JAX detects, e.g. Slurm); every host runs the same command.
+
 ``train`` uses ``--workdir`` itself as the run directory; ``grid`` and ``demo`` put each run in
 ``<workdir>/<config>/<head>/seed<k>``. Running the same command again resumes unfinished runs and
 skips finished ones (``summary.json`` present). Exit codes: 0 done, 2 bad arguments or config
@@ -69,11 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="config name (experiments/configs/NAME.py) or a .py path")
     p.add_argument("--workdir", required=True, help="the run directory (resumed if it holds an unfinished run)")
     p.add_argument("--num-devices", type=int, default=None, help="devices of the data mesh (default: all)")
+    _add_scale_out_flags(p)
 
     p = sub.add_parser("grid", help="configs x both heads x seeds (finished runs skipped)")
     p.add_argument("names", nargs="+", help="config names")
     p.add_argument("--seeds", type=int, default=1, help="seeds per config and head (config seed, +1, ...)")
     p.add_argument("--workdir", required=True, help="runs go to WORKDIR/<config>/<head>/seed<k>")
+    p.add_argument(
+        "--multi",
+        action="store_true",
+        help="train runs differing only in seed/head together in one vmapped step (see train.multi); "
+        "default: one by one, each run bitwise equal to `spinal-jax train`",
+    )
+    _add_scale_out_flags(p)
 
     p = sub.add_parser("report", help="Markdown table and plots of the runs under a directory")
     p.add_argument("workdir")
@@ -92,6 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_scale_out_flags(p: argparse.ArgumentParser) -> None:
+    """Several hosts (``jax.distributed``) and FSDP; see ``spinal_jax.parallel.initialize_distributed``."""
+    g = p.add_argument_group("several hosts (default: $JAX_COORDINATOR_ADDRESS etc., or a detected cluster)")
+    g.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0, the same on every host")
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes (hosts) of the job")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index, 0 .. num-processes - 1")
+    p.add_argument("--fsdp", action="store_true", help="shard parameters and optimizer state too (--config.fsdp=true)")
+
+
+def _scale_out(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """Join the multi-host job (before anything touches a device); the overrides with ``--fsdp`` added."""
+    from spinal_jax import parallel
+
+    parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    return [*overrides, "--config.fsdp=true"] if args.fsdp else overrides
+
+
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     for noisy in ("absl", "jax", "orbax", "tensorflow"):
@@ -99,6 +128,7 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
+    overrides = _scale_out(args, overrides)
     from spinal_jax import parallel
     from spinal_jax.train import apply_overrides, load_config, loop
 
@@ -110,10 +140,17 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _grid(args: argparse.Namespace, overrides: list[str]) -> int:
+    overrides = _scale_out(args, overrides)
     from spinal_jax.train import loop
 
     configs = loop.grid_configs(args.names, seeds=args.seeds, overrides=overrides)
-    summaries = loop.run_grid(configs, args.workdir, progress=None if not args.quiet else False)
+    progress = None if not args.quiet else False
+    if args.multi:
+        from spinal_jax.train import multi
+
+        summaries = multi.run_grid_multi(configs, args.workdir, progress=progress)
+    else:
+        summaries = loop.run_grid(configs, args.workdir, progress=progress)
     print(loop.format_table(summaries))
     return 0
 

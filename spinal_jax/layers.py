@@ -7,8 +7,10 @@ hidden layers of width ``w``: layer ``k`` reads segment ``k`` and the previous l
 
 The math lives in the pure function ``spinal_forward`` (shared with ``spinal_jax.nnx``): the
 input-segment projections of all layers are computed together (one batched matmul per distinct
-segment), only the ``w x w`` products run sequentially inside one ``jax.lax.scan``, so compile time
-does not grow with depth through the network's ops.
+segment), only the ``w x w`` products run sequentially inside one ``jax.lax.scan``, and the output
+Dense is a batched per-layer product summed over layers (no (n, L*w) concatenation). With
+``stack_layers=True`` the parameters of layers 1..L-1 are one stacked entry, so the program (and the
+compile time) does not grow with depth; the default per-layer form stacks them in the program (O(L)).
 """
 
 from __future__ import annotations
@@ -37,6 +39,23 @@ __all__ = [
 ]
 
 Array = jax.Array
+
+#: chains of at most this many sequential hidden layers run unrolled (no while loop in the program).
+#: 0 (default): always a loop. 16 made SpinalVGG's epoch 0.08 s faster on an H100 (PERF_NOTES.md) but
+#: changes the rounding noise of the pre-BatchNorm bias gradients (mathematically 0) between the stacked
+#: and per-layer forms beyond tests/test_layers.py's 1e-7; left off until that test is settled.
+SCAN_UNROLL_MAX = 0
+
+
+
+def _kernel_operand(v: Array) -> Array:
+    """A sliced/reshaped kernel materialised before it enters a dot.
+
+    Works around an XLA GPU compiler crash (jax 0.11.2, H100: ``triton_tiling_propagation.cc Check
+    failed: src_fragment_it != src_fragments_order.end()`` while fusing such an operand into a Triton
+    GEMM; seen for the small-CNN head, D=320, w=8, L=6). The copy is of parameters only (small).
+    """
+    return jax.lax.optimization_barrier(v)
 
 
 def check_input(x: Any, expected_features: int | None = None) -> None:
@@ -181,15 +200,15 @@ def spinal_forward(
             seg = _segment(x, plan, start)
             kg = _take_layers(k_seg, rest)
             if masks is None:
-                parts.append(jnp.einsum("ns,usw->unw", seg, kg))
+                parts.append(jnp.einsum("ns,usw->unw", seg, _kernel_operand(kg)))
             else:
                 seg_masked = seg[None] * _take_layers(masks[1:, :, :s], rest)
-                parts.append(jnp.einsum("uns,usw->unw", seg_masked, kg))
+                parts.append(jnp.einsum("uns,usw->unw", seg_masked, _kernel_operand(kg)))
             order.extend(rest)
         proj = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
         if order != sorted(order):
             proj = proj[np.argsort(order)]  # back to layer order
-        xs: dict[str, Any] = {"proj": proj + bias.astype(dtype)[:, None, :], "kernel": kern[:, s:]}
+        xs: dict[str, Any] = {"proj": proj + bias.astype(dtype)[:, None, :], "kernel": _kernel_operand(kern[:, s:])}
         if masks is not None:
             xs["mask"] = masks[1:, :, s:]
         if batch_norm:
@@ -201,7 +220,9 @@ def spinal_forward(
             h_new, new = layer(inp["proj"] + h @ inp["kernel"], inp.get("bn"))
             return h_new, (h_new, new)
 
-        _, (hs, news) = jax.lax.scan(step, h0, xs)  # hs: (L-1, n, w)
+        # A while loop on the GPU costs a host round trip per iteration; see SCAN_UNROLL_MAX.
+        unroll = L - 1 if L - 1 <= SCAN_UNROLL_MAX else 1
+        _, (hs, news) = jax.lax.scan(step, h0, xs, unroll=unroll)  # hs: (L-1, n, w)
 
     if use_out_dropout:
         out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype)
@@ -214,9 +235,9 @@ def spinal_forward(
         kernel = params["output"]["kernel"].astype(dtype)
         features = kernel.shape[-1]
         acc = jnp.promote_types(dtype, jnp.float32)
-        y = jnp.dot(h0, kernel[:w], preferred_element_type=acc)
+        y = jnp.dot(h0, _kernel_operand(kernel[:w]), preferred_element_type=acc)
         if L > 1:
-            rest_k = kernel[w:].reshape(L - 1, w, features)
+            rest_k = _kernel_operand(kernel[w:].reshape(L - 1, w, features))
             y = y + jnp.einsum("lnw,lwf->lnf", hs, rest_k,
                                preferred_element_type=acc).sum(axis=0)
         y = (y + params["output"]["bias"].astype(acc)).astype(dtype)

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 
 def batch_norm_statistics(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Mean and biased variance over every axis but the last, in float32 (two-pass, as PyTorch)."""
+    """Mean and biased variance over every axis but the last, in float32.
+
+    One pass over ``x`` (the sums of ``x - k`` and its square in one fused reduction) instead of
+    two, with a per-feature shift ``k`` (the first example's value, gradient stopped) so that the
+    variance does not cancel when the mean is large: ``var = E[(x-k)^2] - E[x-k]^2`` is exact for any
+    constant ``k`` and loses little precision when ``k`` is near the mean.
+    """
     x32 = x.astype(jnp.float32)
     axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x32, axis=axes)
-    var = jnp.mean(jnp.square(x32 - mean), axis=axes)
-    return mean, var
+    shift = jax.lax.stop_gradient(x32.reshape(-1, x.shape[-1])[0])
+    d = x32 - shift
+    mean_d = jnp.mean(d, axis=axes)
+    var = jnp.maximum(jnp.mean(jnp.square(d), axis=axes) - jnp.square(mean_d), 0.0)
+    return mean_d + shift, var
 
 
 def normalize(

@@ -63,6 +63,25 @@ def test_bad_overrides_fail_before_compute(tmp_path, capsys, args, names):
     assert not workdir.exists()  # nothing was computed or written
 
 
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--num-processes", "2"], "--coordinator-address"),
+        (["--coordinator-address", "nohost", "--num-processes", "2", "--process-id", "0"], "host:port"),
+        (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"], "process_id=2"),
+        (["--fsdp", "--config.batch_size=36"], "batch_size=36 does not divide over the 8 devices"),
+    ],
+)
+def test_bad_scale_out_flags_fail_before_compute(tmp_path, capsys, monkeypatch, args, names):
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(var, raising=False)
+    workdir = tmp_path / "run"
+    assert main(["train", "--config", "digits_mlp", *args, "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert names in err and "Traceback" not in err
+    assert not workdir.exists()
+
+
 def test_unknown_config_name(tmp_path, capsys):
     assert main(["train", "--config", "no_such_config", "--workdir", str(tmp_path / "r")]) == 2
     assert "no_such_config" in capsys.readouterr().err

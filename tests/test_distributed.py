@@ -4,6 +4,8 @@ The test starts this file twice as a script (``python tests/test_distributed.py 
 ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` set, 2 CPU devices each;
 both run the toy run of tests/test_parallel.py over a 4-device global mesh, each feeding its half
 of every global batch. The pytest process runs the same on a 4-device (and a 1-device) local mesh.
+A second test runs ``spinal-jax train --fsdp`` as two processes (the trainer's loop, checkpoints
+written together) against ``train_and_evaluate`` on a 4-device mesh here.
 """
 
 from __future__ import annotations
@@ -76,19 +78,7 @@ def test_two_processes_match_one_process(tmp_path):
                 text=True,
             )
         )
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=TIMEOUT_S)[0])
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        pytest.fail(f"the two-process job did not finish in {TIMEOUT_S} s")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    logs = _wait(procs)
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-4000:]
 
@@ -104,6 +94,72 @@ def test_two_processes_match_one_process(tmp_path):
         state, ref_losses = train_run(mesh, NUM_STEPS)
         np.testing.assert_allclose(losses[0], ref_losses, rtol=1e-5)
         assert_same_state(results[0], state_arrays(state))
+
+
+def test_two_processes_run_the_cli_like_one_process(tmp_path):
+    """``spinal-jax train --fsdp`` over 2 processes x 2 devices (flags, not environment variables):
+    the same epochs as ``train_and_evaluate`` on a 4-device mesh in this process; the checkpoint
+    both processes wrote together is read back here (one process, no mesh of theirs)."""
+    from test_parallel import (
+        assert_same_run,
+        assert_same_state,
+        final_checkpoint_arrays,
+        loop_config,
+        run_history,
+    )
+
+    from spinal_jax import parallel
+    from spinal_jax.train import apply_overrides, load_config
+    from spinal_jax.train.loop import train_and_evaluate
+
+    port = _free_port()
+    run_dir = tmp_path / "run"
+    overrides = ["--config.epochs=2", "--config.head=default", "--config.optimizer=sgd", "--config.learning_rate=0.05",
+                 "--config.momentum=0.9", "--config.tensorboard=false", "--config.log_every_steps=11",
+                 "--config.checkpoint_keep=2", "--config.model_overrides.hidden=1024"]
+    assert apply_overrides(load_config("digits_mlp"), [*overrides, "--config.fsdp=true"]) == loop_config(fsdp=True)
+    procs = []
+    for pid in range(NUM_PROCESSES):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k != "XLA_FLAGS"}
+        env.update(
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+            JAX_DEFAULT_MATMUL_PRECISION="highest",
+            SPINAL_JAX_COMPILATION_CACHE="0",
+        )
+        cmd = [sys.executable, "-m", "spinal_jax.cli", "-q", "train", "--config", "digits_mlp",
+               "--workdir", str(run_dir), "--coordinator-address", f"127.0.0.1:{port}",
+               "--num-processes", str(NUM_PROCESSES), "--process-id", str(pid), "--fsdp", *overrides]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = _wait(procs)
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-4000:]
+    ref_dir = str(tmp_path / "reference")
+    # The same computation in one process (FSDP on 4 devices): replicated vs FSDP differ a little more
+    # (a ReLU pre-activation at ~0 flips one unit's gradient term); tests/test_parallel.py covers that.
+    mesh = parallel.make_mesh(NUM_PROCESSES * DEVICES_PER_PROCESS)
+    train_and_evaluate(loop_config(fsdp=True), ref_dir, progress=False, mesh=mesh)
+    assert_same_run(run_history(str(run_dir)), run_history(ref_dir))
+    assert_same_state(final_checkpoint_arrays(str(run_dir)), final_checkpoint_arrays(ref_dir))
+    assert sorted(os.listdir(run_dir / "checkpoints")) == ["1", "2"]
+
+
+def _wait(procs: list[subprocess.Popen]) -> list[str]:
+    """Their output once all exit; killed (and the test failed) after TIMEOUT_S."""
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=TIMEOUT_S)[0])
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail(f"the two-process job did not finish in {TIMEOUT_S} s")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return logs
 
 
 if __name__ == "__main__":

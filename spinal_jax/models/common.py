@@ -129,9 +129,61 @@ def batch_norm(name: str, dtype: Dtype | None = None) -> BatchNorm:
     return BatchNorm(unbiased_running_var=True, dtype=dtype, name=name)
 
 
+def _window_candidates(x: jax.Array, k: int) -> list[jax.Array]:
+    """The k*k members of every non-overlapping k x k window of NHWC ``x`` (floor mode: the last
+    ``H % k`` rows and ``W % k`` columns are dropped), in row-major window order."""
+    n, h, w, c = x.shape
+    ho, wo = h // k, w // k
+    xr = x[:, : ho * k, : wo * k, :].reshape(n, ho, k, wo, k, c)
+    return [xr[:, :, i, :, j, :] for i in range(k) for j in range(k)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _tiled_max_pool(x: jax.Array, k: int) -> jax.Array:
+    cands = _window_candidates(x, k)
+    out = cands[0]
+    for v in cands[1:]:
+        out = jnp.maximum(out, v)
+    return out
+
+
+def _tiled_max_pool_fwd(x: jax.Array, k: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    out = _tiled_max_pool(x, k)
+    return out, (x, out)
+
+
+def _tiled_max_pool_bwd(k: int, res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
+    # Like PyTorch, the whole gradient of a window goes to its first maximum in row-major order
+    # (jnp.max's own gradient would split it among tied maxima): one elementwise pass, where
+    # reduce_window's gradient is a select_and_scatter, slow on GPUs.
+    x, out = res
+    n, h, w, c = x.shape
+    ho, wo = out.shape[1:3]
+    taken = jnp.zeros(out.shape, bool)
+    grads = []
+    for v in _window_candidates(x, k):
+        hit = (v == out) & ~taken
+        taken = taken | hit
+        grads.append(jnp.where(hit, g, jnp.zeros((), g.dtype)))
+    dx = jnp.stack(grads, axis=-2).reshape(n, ho, wo, k, k, c)
+    dx = jnp.transpose(dx, (0, 1, 3, 2, 4, 5)).reshape(n, ho * k, wo * k, c)
+    dx = jnp.pad(dx, ((0, 0), (0, h - ho * k), (0, w - wo * k), (0, 0)))
+    return (dx.astype(x.dtype),)
+
+
+_tiled_max_pool.defvjp(_tiled_max_pool_fwd, _tiled_max_pool_bwd)
+
+
 def max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0) -> jax.Array:
-    """``torch.nn.MaxPool2d(kernel, stride, padding)`` (floor mode, -inf padding) on NHWC."""
+    """``torch.nn.MaxPool2d(kernel, stride, padding)`` (floor mode, -inf padding) on NHWC.
+
+    Non-overlapping unpadded windows (``stride == kernel``, the usual 2x2 pool) take a reshape and
+    elementwise max whose gradient, as PyTorch's, goes to the first maximum of each window; other
+    pools use ``flax.linen.max_pool``.
+    """
     stride = kernel if stride is None else stride
+    if stride == kernel and padding == 0 and x.ndim == 4 and min(x.shape[1:3]) >= kernel:
+        return _tiled_max_pool(x, kernel)
     pad = ((padding, padding), (padding, padding))
     return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=pad)
 

@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from spinal_jax.train.state import TrainState
@@ -77,10 +78,13 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(self, epoch: int, state: TrainState | dict[str, Any], host: dict[str, Any]) -> None:
-        """Save after ``epoch`` completed epochs (asynchronously when enabled)."""
-        args = ocp.args.Composite(
-            **{_STATE: ocp.args.StandardSave(_to_tree(state)), _HOST: ocp.args.JsonSave(host)}
-        )
+        """Save after ``epoch`` completed epochs (asynchronously when enabled).
+
+        The arrays are copied first, so that the save never reads buffers the trainer donates to its
+        next step while an asynchronous save is still in flight.
+        """
+        tree = jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, _to_tree(state))
+        args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(tree), _HOST: ocp.args.JsonSave(host)})
         self._manager.save(epoch, args=args, force=True)
 
     def restore(self, epoch: int, target: Any) -> tuple[Any, dict[str, Any]]:

@@ -29,7 +29,7 @@ eval_batch_size, steps_per_epoch, drop_remainder), optimisation (optimizer, lear
 adam_b1, adam_b2, adam_eps, weight_decay, loss, precision), the learning-rate rule (lr_rule,
 lr_scale, lr_power, lr_compare, lr_divisor, lr_step_size, lr_gamma, lr_epochs, lr_start_epoch,
 stages, stage_start_from_best), data (train_augment, eval_preprocess, protocol, validation,
-data_dir), bookkeeping (seed, checkpoint_keep, log_every_steps, tensorboard, notes).
+data_dir), bookkeeping (seed, checkpoint_keep, log_every_steps, tensorboard, fsdp, notes).
 """
 
 from __future__ import annotations
@@ -179,6 +179,10 @@ class Config:
     """Progress/metrics logging interval in training steps."""
     tensorboard: bool = True
     """Also write TensorBoard event files."""
+    fsdp: bool = False
+    """Shard parameters and optimizer state over the devices too (FSDP style, for large backbones;
+    see ``spinal_jax.parallel.state_shardings``); the same math as the replicated run, up to float
+    rounding. Part of the run's config: resume a run with the value it started with."""
     notes: str = ""
     """Free text (quirks reproduced or not); not used by the engine."""
 

@@ -7,6 +7,11 @@ donated; metric sums come back once per chunk, and the next chunk is dispatched 
 read, so the host never stalls the device. Evaluation runs over a whole split in one jitted call.
 Streaming datasets go through the same ``train_step``, one host batch at a time.
 
+Devices and hosts: the batch is sharded over a ``data`` mesh (``spinal_jax.parallel``), the state
+replicated or, with ``config.fsdp``, sharded. With several processes every host holds the resident
+split in full and draws the same global permutation (replicated key), so each step's global batch is
+that of one process; streamed batches are cut into each host's rows (``process_batch_slice``).
+
 Run directory::
 
     <run_dir>/config.json      the config (a different config in the same directory is refused)
@@ -144,6 +149,19 @@ def _put(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
     """A global array from a host array every process holds in full (works across processes)."""
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def _place(tree: Any, shardings: Any) -> Any:
+    """``tree`` on ``shardings``: leaves already on the mesh are resharded on the device; host or
+    single-device leaves (a fresh state, a new learning-rate scalar) are placed like ``_put``, which
+    also holds when the mesh spans several processes (each holds the same full value)."""
+
+    def one(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
+        if isinstance(x, jax.Array) and x.sharding.device_set == sharding.device_set:
+            return jax.device_put(x, sharding)
+        return _put(x, sharding)
+
+    return jax.tree.map(one, tree, shardings)
 
 
 @dataclasses.dataclass
@@ -294,7 +312,8 @@ class _Run:
         train_transform = _build_transform(config.train_augment, input_dtype)
         eval_transform = _build_transform(config.eval_preprocess, input_dtype)
         root = jax.random.PRNGKey(config.seed)
-        self.shuffle_key = jax.random.fold_in(root, _SHUFFLE_KEY)
+        # On the mesh, replicated: every process draws the same global permutation from it.
+        self.shuffle_key = _put(np.asarray(jax.random.fold_in(root, _SHUFFLE_KEY)), parallel.replicated(mesh))
         self.tx = schedules.make_optimizer(config)
         example = jnp.asarray(example_x)
         example = (
@@ -307,16 +326,22 @@ class _Run:
         )
         if config.init_checkpoint:
             state = _load_init_checkpoint(state, self.model, config.init_checkpoint)
-        self.state_sharding = parallel.state_shardings(mesh, state)
-        self.initial_state = jax.device_put(state, self.state_sharding)
+        self.state_sharding = parallel.state_shardings(mesh, state, fsdp=config.fsdp)
+        self.initial_state = _place(state, self.state_sharding)
         self.fns = StepFunctions(
             loss=config.loss,
             train_transform=train_transform,
             eval_transform=eval_transform,
             batch_sharding=parallel.batch_sharding(mesh),
+            state_sharding=self.state_sharding,
         )
         # Partial batches (drop_remainder=False) may not divide over the devices: no sharding constraint.
-        self.tail_fns = StepFunctions(loss=config.loss, train_transform=train_transform, eval_transform=eval_transform)
+        self.tail_fns = StepFunctions(
+            loss=config.loss,
+            train_transform=train_transform,
+            eval_transform=eval_transform,
+            state_sharding=self.state_sharding,
+        )
 
     # -- set-up ---------------------------------------------------------------------------------
     def _setup_resident(self) -> tuple[np.ndarray, int]:
@@ -451,6 +476,7 @@ class _Run:
     def _train_streamed(self, state: TrainState, epoch: int, dispatch: Callable[[int, Any], None]) -> TrainState:
         """Host batches through the same jitted ``train_step``; sums read every ``log_every_steps``."""
         rows = parallel.process_batch_slice(self.batch_size)
+        replicated = parallel.replicated(self.mesh)
         acc, n_acc = None, 0
         for i, (x, y) in enumerate(self._stream(self.info.train_split, self.batch_size, train=True, epoch=epoch)):
             if self.config.steps_per_epoch is not None and i >= self.config.steps_per_epoch:
@@ -459,7 +485,7 @@ class _Run:
                 batch = parallel.host_batch_to_global({"image": x[rows], "label": y[rows]}, self.mesh)
                 state, m = self.fns.train_step(state, batch)
             else:  # the partial last batch: every process feeds it whole, replicated
-                batch = {"image": jnp.asarray(x), "label": jnp.asarray(y)}
+                batch = {"image": _put(x, replicated), "label": _put(y, replicated)}
                 state, m = self.tail_fns.train_step(state, batch)
             acc = m if acc is None else {k: acc[k] + m[k] for k in acc}
             n_acc += 1
@@ -485,7 +511,8 @@ class _Run:
             if n < size:  # pad to the one compiled shape
                 x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), x.dtype)])
                 y = np.concatenate([y, np.zeros((size - n, *y.shape[1:]), y.dtype)])
-            batch = jax.device_put({"image": x, "label": y, "mask": mask}, parallel.batch_sharding(self.mesh))
+            sharding = parallel.batch_sharding(self.mesh)  # every process streams the whole split
+            batch = {"image": _put(x, sharding), "label": _put(y, sharding), "mask": _put(mask, sharding)}
             m = self.fns.eval_step(state, batch)
             total = m if total is None else {k: total[k] + m[k] for k in total}
         return summarize(jax.device_get(total))
@@ -613,7 +640,7 @@ def train_and_evaluate(
             history = list(host["history"])[:start_epoch]
             controller.load_state_dict(host["controller"])
             log.info("resuming %s after epoch %d", run_dir, start_epoch)
-        state = jax.device_put(state, run.state_sharding)
+        state = _place(state, run.state_sharding)
         selection = _selection(config)
         last_save = time.monotonic()
         for epoch in range(start_epoch, config.epochs):
@@ -651,7 +678,7 @@ def train_and_evaluate(
             if decision.reset_optimizer:
                 state = reset_optimizer(state)
             state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, decision.learning_rate))
-            state = jax.device_put(state, run.state_sharding)  # new leaves on the mesh: no recompile
+            state = _place(state, run.state_sharding)  # new leaves on the mesh: no recompile
             host = {"epoch": epoch + 1, "controller": controller.state_dict(), "history": history}
             now = time.monotonic()
             if epoch + 1 == config.epochs or now - last_save >= min_checkpoint_interval:
