@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from quadrant_data import quadrant_images
 
 from spinal_jax import parallel
 from spinal_jax.train import Config, loop, multi
@@ -25,12 +26,7 @@ def _splits(config: Config) -> tuple[Split, Split | None, Split, int]:
     rng = np.random.default_rng(99)
 
     def make(n: int) -> Split:
-        y = rng.integers(0, 4, n).astype(np.int32)
-        x = rng.integers(0, 60, (n, 8, 8, 1)).astype(np.uint8)
-        for i, c in enumerate(y):
-            r, q = divmod(int(c), 2)
-            x[i, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] += 150
-        return Split(x, y)
+        return Split(*quadrant_images(rng, n, 8))
 
     train, test = make(100), make(40)
     val = None

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from quadrant_data import quadrant_images
 
 from spinal_jax.train import Config, loop, steps
 from spinal_jax.train.checkpoint import CheckpointWarning
@@ -44,12 +45,7 @@ def _synthetic_splits(config: Config) -> tuple[Split, Split | None, Split, int]:
     rng = np.random.default_rng(1234)
 
     def make(n: int) -> Split:
-        y = rng.integers(0, 4, n).astype(np.int32)
-        x = rng.integers(0, 60, (n, 28, 28, 1)).astype(np.uint8)
-        for i, c in enumerate(y):
-            r, q = divmod(int(c), 2)
-            x[i, 14 * r : 14 * r + 14, 14 * q : 14 * q + 14] += 150
-        return Split(x, y)
+        return Split(*quadrant_images(rng, n, 28))
 
     train, test = make(100), make(40)
     val = None
