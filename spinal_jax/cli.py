@@ -5,7 +5,7 @@ This file is intentionally kept short: it parses arguments and calls the library
 
     spinal-jax demo [--workdir DIR]
     spinal-jax train --config NAME [--config.KEY=VALUE ...] --workdir DIR
-    spinal-jax grid NAME... [--seeds N] [--config.KEY=VALUE ...] --workdir DIR
+    spinal-jax grid NAME... [--seeds N] [--jobs N] [--config.KEY=VALUE ...] --workdir DIR
     spinal-jax report DIR [--json PATH]
     spinal-jax prepare NAME [--data-dir DIR]
     spinal-jax show-augmentations NAME --out FILE.png
@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("grid", help="configs x both heads x seeds (finished runs skipped)")
     p.add_argument("names", nargs="+", help="config names")
     p.add_argument("--seeds", type=int, default=1, help="seeds per config and head (config seed, +1, ...)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at the same time, each in its own process on this host's devices "
+        "(pays for models too small to fill a GPU; logs in <run dir>/train.log)",
+    )
     p.add_argument("--workdir", required=True, help="runs go to WORKDIR/<config>/<head>/seed<k>")
     p.add_argument(
         "--multi",
@@ -140,12 +147,21 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _grid(args: argparse.Namespace, overrides: list[str]) -> int:
+    if args.jobs != 1:
+        if args.multi:
+            raise ValueError("--jobs and --multi cannot be combined: choose processes (--jobs) or one vmapped step")
+        if args.coordinator_address or args.num_processes not in (None, 1) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+            raise ValueError("--jobs runs on one host; for a job over several hosts leave it at 1")
     overrides = _scale_out(args, overrides)
     from spinal_jax.train import loop
 
     configs = loop.grid_configs(args.names, seeds=args.seeds, overrides=overrides)
     progress = None if not args.quiet else False
-    if args.multi:
+    if args.jobs != 1:
+        from spinal_jax.train import jobs
+
+        summaries = jobs.run_grid_jobs(configs, args.workdir, args.jobs)
+    elif args.multi:
         from spinal_jax.train import multi
 
         summaries = multi.run_grid_multi(configs, args.workdir, progress=progress)
@@ -213,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         enable_compilation_cache()
 
+    from spinal_jax.train.jobs import GridJobsFailed
     from spinal_jax.train.loop import RunConfigMismatch, TrainingDiverged
 
     commands = {
@@ -225,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command]()
-    except TrainingDiverged as err:
+    except (TrainingDiverged, GridJobsFailed) as err:
         print(f"spinal-jax: run failed: {err}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, RunConfigMismatch, FileNotFoundError) as err:

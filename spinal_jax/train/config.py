@@ -513,10 +513,18 @@ def _ensure_configs_package() -> None:
 
 
 def load_config(name_or_path: str) -> Config:
-    """Config named ``name_or_path`` (module ``spinal_jax.configs.<name>``) or from a ``.py`` path."""
+    """Config named ``name_or_path`` (module ``spinal_jax.configs.<name>``), from a ``.py`` path, or from
+    a ``.json`` path holding ``Config.to_dict()`` (e.g. a run directory's ``config.json``)."""
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ValueError(f"--config needs a config name or a .py path, got {name_or_path!r}")
     p = Path(name_or_path)
+    if name_or_path.endswith(".json"):
+        if not p.is_file():
+            raise ValueError(f"config file {name_or_path!r} does not exist")
+        try:
+            return Config.from_dict(json.loads(p.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {name_or_path!r} is not valid JSON: {e}") from None
     if name_or_path.endswith(".py") or p.is_file():
         if not p.is_file():
             raise ValueError(f"config file {name_or_path!r} does not exist")
