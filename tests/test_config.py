@@ -60,6 +60,7 @@ def test_defaults_and_name():
         (dict(model_overrides=(("a", 1), ("a", 2))), "model_overrides"),
         (dict(model_overrides=((1, 2),)), "model_overrides"),
         (dict(tensorboard="yes"), "tensorboard"),
+        (dict(stream_workers=-1), "stream_workers"),
     ],
 )
 def test_bad_values_name_the_key(kw, key):

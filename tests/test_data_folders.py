@@ -106,20 +106,24 @@ def test_stream_folder_dataset(hymenoptera_dd):
     assert batches[0][0].dtype == np.float32 and batches[0][1].dtype == np.int32
     assert sorted(np.concatenate([b[1] for b in batches]).tolist()) == [0, 0, 0, 1, 1, 1]
     again = list(data.stream("hymenoptera", "train", 4, spec, seed=3, data_dir=hymenoptera_dd, num_threads=1))
-    for a, b in zip(batches, again, strict=True):
+    # worker processes re-open the TFDS array_record data source themselves
+    workers = list(data.stream("hymenoptera", "train", 4, spec, seed=3, data_dir=hymenoptera_dd, num_workers=2))
+    for a, b, c in zip(batches, again, workers, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], c[0])
+        np.testing.assert_array_equal(a[1], c[1])
     other = next(iter(data.stream("hymenoptera", "train", 4, spec, seed=4, data_dir=hymenoptera_dd)))
     assert not np.array_equal(other[0], batches[0][0])
     with pytest.raises(ValueError, match="differ in shape"):
         list(data.stream("hymenoptera", "val", 6, None, data_dir=hymenoptera_dd))
 
 
-def test_stream_from_cache_epochs_and_errors(tmp_path):
+def test_stream_from_cache_epochs_and_errors(tmp_path, monkeypatch):
     import sys
-    from unittest import mock
 
-    with mock.patch.dict(sys.modules, {"tensorflow_datasets": None}):
+    with monkeypatch.context() as mp:  # (patch.dict would also drop the modules imported meanwhile)
+        mp.setitem(sys.modules, "tensorflow_datasets", None)
         x, y = data.load_arrays("digits", "test", tmp_path)  # writes the cache
     it = data.stream("digits", "test", 100, None, seed=0, epochs=2, drop_remainder=True, data_dir=tmp_path, shuffle=True)
     batches = list(it)

@@ -334,7 +334,7 @@ def test_streamed_dataset_trains_and_resumes_bitwise(monkeypatch, tmp_path):
                                         eval_preprocess=None)
 
     def fake_stream(name, split, batch_size, preprocess_spec=None, *, seed=0, shuffle=None, epochs=1,
-                    drop_remainder=False, data_dir=None):
+                    drop_remainder=False, data_dir=None, num_workers=0):
         split_data = train if split == "train" else test
         order = np.random.default_rng(seed).permutation(len(split_data)) if shuffle else np.arange(len(split_data))
         for i in range(0, len(order), batch_size):

@@ -29,7 +29,7 @@ eval_batch_size, steps_per_epoch, drop_remainder), optimisation (optimizer, lear
 adam_b1, adam_b2, adam_eps, weight_decay, loss, precision), the learning-rate rule (lr_rule,
 lr_scale, lr_power, lr_compare, lr_divisor, lr_step_size, lr_gamma, lr_epochs, lr_start_epoch,
 stages, stage_start_from_best), data (train_augment, eval_preprocess, protocol, validation,
-data_dir), bookkeeping (seed, checkpoint_keep, log_every_steps, tensorboard, fsdp, notes).
+data_dir, stream_workers), bookkeeping (seed, checkpoint_keep, log_every_steps, tensorboard, fsdp, notes).
 """
 
 from __future__ import annotations
@@ -169,6 +169,9 @@ class Config:
     ``split:NAME`` (the dataset's own split, e.g. ``split:validation``) or ``none``."""
     data_dir: str | None = None
     """Data directory for ``spinal_jax.data`` (``None`` → its default)."""
+    stream_workers: int = 0
+    """Streamed (host-preprocessed) datasets only: worker processes of ``spinal_jax.data.stream``
+    (0 = threads in the training process; the numbers do not depend on it)."""
 
     # --- bookkeeping -------------------------------------------------------------------------------
     seed: int = 0
@@ -211,6 +214,8 @@ class Config:
         for key in ("epochs", "batch_size", "eval_batch_size", "checkpoint_keep", "log_every_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config.{key} must be >= 1, got {getattr(self, key)}")
+        if self.stream_workers < 0:
+            raise ValueError(f"config.stream_workers must be >= 0 (0 = threads), got {self.stream_workers}")
         for key in ("num_classes", "steps_per_epoch"):
             v = getattr(self, key)
             if v is not None and v < 1:

@@ -409,6 +409,7 @@ class _Run:
             epochs=1,
             drop_remainder=self.config.drop_remainder if train else False,
             data_dir=self.config.data_dir,
+            num_workers=self.config.stream_workers,
         )
 
     # -- one epoch ------------------------------------------------------------------------------
