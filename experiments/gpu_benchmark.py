@@ -295,10 +295,18 @@ def _median_time(fn: Callable[[], Any], block: Callable[[Any], Any], reps: int) 
 
 
 def _cost(lowered: Any) -> dict[str, float]:
-    ca = lowered.cost_analysis()
-    if isinstance(ca, (list, tuple)):
-        ca = ca[0] if ca else {}
-    return {k: float(v) for k, v in (ca or {}).items() if k in ("flops", "bytes accessed")}
+    """XLA's FLOPs and bytes of a lowered computation. The GPU backend gives no count before
+    compilation (the first H100 run's floor came out nan), so then the compiled program is asked."""
+
+    def pick(ca: Any) -> dict[str, float]:
+        if isinstance(ca, (list, tuple)):
+            ca = ca[0] if ca else {}
+        return {k: float(v) for k, v in (ca or {}).items() if k in ("flops", "bytes accessed")}
+
+    cost = pick(lowered.cost_analysis())
+    if "flops" not in cost:
+        cost = pick(lowered.compile().cost_analysis()) or cost
+    return cost
 
 
 def job_floor(job: dict[str, Any]) -> dict[str, Any]:

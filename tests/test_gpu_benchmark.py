@@ -215,3 +215,24 @@ def test_torch_models_reject_bad_names():
         tm.build("vgg5", "wide")
     with pytest.raises(ValueError, match="num_classes"):
         tm.build("vgg5", "spinal", 0)
+
+
+def test_cost_falls_back_to_the_compiled_program():
+    """The GPU gives no FLOP count before compilation; the floor then asks the compiled program."""
+
+    class Compiled:
+        def cost_analysis(self):
+            return [{"flops": 12.0, "bytes accessed": 3.0, "other": 1.0}]
+
+    class Lowered:
+        def __init__(self, before):
+            self.before = before
+
+        def cost_analysis(self):
+            return self.before
+
+        def compile(self):
+            return Compiled()
+
+    assert gb._cost(Lowered({})) == {"flops": 12.0, "bytes accessed": 3.0}
+    assert gb._cost(Lowered({"flops": 5.0})) == {"flops": 5.0}
