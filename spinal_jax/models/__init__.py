@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from spinal_jax.models.cifar import CifarCNN, CifarResNet, CifarVGG19BN
-from spinal_jax.models.common import HEADS, check_head, check_num_classes
+from spinal_jax.models.common import HEADS, check_head_and_classes
 from spinal_jax.models.heads import VARIANTS
 from spinal_jax.models.imagenet import VGG19BN, AlexNet, ResNet
 from spinal_jax.models.mlp import DigitsMLP, RegressionNet
@@ -71,8 +71,7 @@ def get(name: str, num_classes: int, head: str = "spinal", **overrides: Any) -> 
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(names())}")
-    check_head(head, name)
-    check_num_classes(num_classes, name)
+    check_head_and_classes(head, num_classes, name)
     if name == "mnist_arch2" and head == "default":
         name = "mnist_cnn"
         overrides = {k: v for k, v in overrides.items() if k != "width"}

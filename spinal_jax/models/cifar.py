@@ -11,9 +11,8 @@ from flax import linen as nn
 from spinal_jax.models import heads
 from spinal_jax.models.common import (
     batch_norm,
-    check_head,
+    check_head_and_classes,
     check_images,
-    check_num_classes,
     dropout2d,
     flatten_nchw,
     kaiming_normal_fan_out,
@@ -64,8 +63,7 @@ class CifarCNN(nn.Module):
     input_shape: tuple[int, int, int] = CIFAR_SHAPE
 
     def __post_init__(self) -> None:
-        check_head(self.head, "cifar_cnn")
-        check_num_classes(self.num_classes, "cifar_cnn")
+        check_head_and_classes(self.head, self.num_classes, "cifar_cnn")
         super().__post_init__()
 
     def spinal(self, detached: bool = False) -> nn.Module:
@@ -173,8 +171,7 @@ class CifarResNet(nn.Module):
     input_shape: tuple[int, int, int] = CIFAR_SHAPE
 
     def __post_init__(self) -> None:
-        check_head(self.head, "cifar_resnet")
-        check_num_classes(self.num_classes, "cifar_resnet")
+        check_head_and_classes(self.head, self.num_classes, "cifar_resnet")
         if len(self.stage_sizes) != 4 or min(self.stage_sizes) < 1:
             raise ValueError(f"stage_sizes must be 4 positive ints, got {self.stage_sizes!r}")
         super().__post_init__()
@@ -271,8 +268,7 @@ class CifarVGG19BN(nn.Module):
     input_shape: tuple[int, int, int] = CIFAR_SHAPE
 
     def __post_init__(self) -> None:
-        check_head(self.head, "cifar_vgg19_bn")
-        check_num_classes(self.num_classes, "cifar_vgg19_bn")
+        check_head_and_classes(self.head, self.num_classes, "cifar_vgg19_bn")
         super().__post_init__()
 
     def spinal(self, detached: bool = False) -> nn.Module:

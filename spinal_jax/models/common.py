@@ -36,6 +36,12 @@ def check_num_classes(num_classes: int, model: str) -> None:
         raise ValueError(f"{model}: num_classes must be a positive int, got {num_classes!r}")
 
 
+def check_head_and_classes(head: str, num_classes: int, model: str, heads: Sequence[str] = HEADS) -> None:
+    """The checks every model runs on construction: ``check_head`` and ``check_num_classes``."""
+    check_head(head, model, heads)
+    check_num_classes(num_classes, model)
+
+
 def check_images(
     x: jax.Array,
     model: str,
@@ -234,6 +240,7 @@ __all__ = [
     "adaptive_avg_pool",
     "batch_norm",
     "check_head",
+    "check_head_and_classes",
     "check_images",
     "check_num_classes",
     "dropout2d",

@@ -21,9 +21,8 @@ from spinal_jax.models import heads
 from spinal_jax.models.common import (
     adaptive_avg_pool,
     batch_norm,
-    check_head,
+    check_head_and_classes,
     check_images,
-    check_num_classes,
     flatten_nchw,
     kaiming_normal_fan_out,
     max_pool,
@@ -112,9 +111,22 @@ def vgg_features_entries(cfg: tuple, flax_prefix: tuple[str, ...], torch_prefix:
 
 
 def _check_variant(self: nn.Module, name: str) -> None:
-    check_head(self.head, name)
-    check_num_classes(self.num_classes, name)
+    check_head_and_classes(self.head, self.num_classes, name)
     heads.check_variant(self.variant, name)
+
+
+def _variant_head(self: nn.Module, name: str, detached: bool) -> nn.Module:
+    """The model's spinal head (``variant``, ``width``, ``num_layers``, ``dropout``) registered as ``name``."""
+    return heads.spinal_head(
+        self.variant,
+        self.num_classes,
+        self.width,
+        num_layers=self.num_layers,
+        dropout=self.dropout,
+        dtype=self.dtype,
+        name=name,
+        detached=detached,
+    )
 
 
 _normal_001 = nn.initializers.normal(0.01)
@@ -147,16 +159,7 @@ class VGG19BN(nn.Module):
 
     def spinal(self, detached: bool = False) -> nn.Module:
         """The spinal head that replaces ``classifier``."""
-        return heads.spinal_head(
-            self.variant,
-            self.num_classes,
-            self.width,
-            num_layers=self.num_layers,
-            dropout=self.dropout,
-            dtype=self.dtype,
-            name="classifier",
-            detached=detached,
-        )
+        return _variant_head(self, "classifier", detached)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -300,16 +303,7 @@ class ResNet(nn.Module):
 
     def spinal(self, detached: bool = False) -> nn.Module:
         """The spinal head that replaces ``fc``."""
-        return heads.spinal_head(
-            self.variant,
-            self.num_classes,
-            self.width,
-            num_layers=self.num_layers,
-            dropout=self.dropout,
-            dtype=self.dtype,
-            name="fc",
-            detached=detached,
-        )
+        return _variant_head(self, "fc", detached)
 
     def _blocks(self):
         cin = self.stem
@@ -400,16 +394,7 @@ class AlexNet(nn.Module):
 
     def spinal(self, detached: bool = False) -> nn.Module:
         """The spinal head that replaces ``classifier``."""
-        return heads.spinal_head(
-            self.variant,
-            self.num_classes,
-            self.width,
-            num_layers=self.num_layers,
-            dropout=self.dropout,
-            dtype=self.dtype,
-            name="classifier",
-            detached=detached,
-        )
+        return _variant_head(self, "classifier", detached)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -9,9 +9,8 @@ from flax import linen as nn
 
 from spinal_jax.models import heads
 from spinal_jax.models.common import (
-    check_head,
+    check_head_and_classes,
     check_images,
-    check_num_classes,
     to_float,
     torch_dense,
 )
@@ -33,8 +32,7 @@ class RegressionNet(nn.Module):
     input_shape: tuple[int] = (8,)
 
     def __post_init__(self) -> None:
-        check_head(self.head, "regression_net")
-        check_num_classes(self.num_classes, "regression_net")
+        check_head_and_classes(self.head, self.num_classes, "regression_net")
         super().__post_init__()
 
     def spinal(self, detached: bool = False) -> nn.Module:
@@ -82,8 +80,7 @@ class DigitsMLP(nn.Module):
     input_shape: tuple[int, int, int] = (8, 8, 1)
 
     def __post_init__(self) -> None:
-        check_head(self.head, "digits_mlp")
-        check_num_classes(self.num_classes, "digits_mlp")
+        check_head_and_classes(self.head, self.num_classes, "digits_mlp")
         super().__post_init__()
 
     def spinal(self, detached: bool = False) -> nn.Module:

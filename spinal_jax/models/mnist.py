@@ -11,9 +11,8 @@ from flax import linen as nn
 from spinal_jax.models import heads
 from spinal_jax.models.common import (
     batch_norm,
-    check_head,
+    check_head_and_classes,
     check_images,
-    check_num_classes,
     dropout2d,
     flatten_nchw,
     max_pool,
@@ -53,8 +52,7 @@ class MnistCNN(nn.Module):
     input_shape: tuple[int, int, int] = (28, 28, 1)
 
     def __post_init__(self) -> None:
-        check_head(self.head, "mnist_cnn")
-        check_num_classes(self.num_classes, "mnist_cnn")
+        check_head_and_classes(self.head, self.num_classes, "mnist_cnn")
         super().__post_init__()
 
     def spinal(self, detached: bool = False) -> nn.Module:
@@ -111,41 +109,16 @@ class MnistArch2(nn.Module):
     head: str = "spinal"
 
     def __post_init__(self) -> None:
-        check_head(self.head, "mnist_arch2", ("spinal",))
-        check_num_classes(self.num_classes, "mnist_arch2")
+        check_head_and_classes(self.head, self.num_classes, "mnist_arch2", ("spinal",))
         super().__post_init__()
 
     def stacks(self, detached: bool = False) -> dict[str, nn.Module]:
         """The three spinal stacks, by Flax name (no output layer: they return all layer outputs)."""
-        mk = heads.spinal_head
         return {
-            "spinal_raw": mk(
-                "v1",
-                None,
-                self.width,
-                num_layers=10,
-                dtype=self.dtype,
-                name="spinal_raw",
-                detached=detached,
-            ),
-            "spinal_conv1": mk(
-                "v1",
-                None,
-                self.width,
-                num_layers=8,
-                dtype=self.dtype,
-                name="spinal_conv1",
-                detached=detached,
-            ),
-            "spinal_conv2": mk(
-                "v1",
-                None,
-                self.width,
-                num_layers=8,
-                dtype=self.dtype,
-                name="spinal_conv2",
-                detached=detached,
-            ),
+            name: heads.spinal_head(
+                "v1", None, self.width, num_layers=num_layers, dtype=self.dtype, name=name, detached=detached
+            )
+            for name, num_layers in (("spinal_raw", 10), ("spinal_conv1", 8), ("spinal_conv2", 8))
         }
 
     @nn.compact
@@ -207,8 +180,7 @@ class VGG5(nn.Module):
     input_shape: tuple[int, int, int] = (28, 28, 1)
 
     def __post_init__(self) -> None:
-        check_head(self.head, "vgg5")
-        check_num_classes(self.num_classes, "vgg5")
+        check_head_and_classes(self.head, self.num_classes, "vgg5")
         super().__post_init__()
 
     def spinal(self, detached: bool = False) -> nn.Module:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from spinal_jax.train import metrics as metrics_io
@@ -43,10 +43,10 @@ class _Job:
     run_dir: str
     process: subprocess.Popen | None = None
     started: float = 0.0
-    label: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.label = f"{self.config.name}/{self.config.head}/seed{self.config.seed}"
+    @property
+    def label(self) -> str:
+        return f"{self.config.name}/{self.config.head}/seed{self.config.seed}"
 
 
 def child_environment(jobs: int, base: dict[str, str] | None = None) -> dict[str, str]:
