@@ -90,6 +90,25 @@ def time_model(model, d, batch, features, reps, key):
     return statistics.median(times) * 1e3, n_params(params)
 
 
+def profile_model(model, d, batch, features, key, steps: int = 20) -> dict:
+    """Kernel table (``kernel_profile.kernel_table``) of ``steps`` forward+backward calls."""
+    from kernel_profile import kernel_table
+
+    kx, ky, kp = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (batch, d))
+    y = jax.random.normal(ky, (batch, features))
+    params = jax.jit(model.init)(kp, x)["params"]
+    f = step_fn(model)
+    jax.block_until_ready(f(params, x, y))
+    with tempfile.TemporaryDirectory() as trace_dir:
+        jax.profiler.start_trace(trace_dir)
+        for _ in range(steps):
+            out = f(params, x, y)
+        jax.block_until_ready(out)
+        jax.profiler.stop_trace()
+        return kernel_table(trace_dir, steps)
+
+
 def compile_time(model, d, batch, features, key):
     x = jnp.zeros((batch, d))
     y = jnp.zeros((batch, features))
@@ -118,6 +137,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="experiments/results/spinal_dense_benchmark.json")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and few reps (CPU smoke test)")
     ap.add_argument("--reps", type=int, default=100)
+    ap.add_argument("--compile-only", action="store_true", help="only the compile-time rows")
+    ap.add_argument("--profile", action="store_true", help="also store a kernel table of each model at the largest size")
     args = ap.parse_args(argv)
     features = 10
     if args.quick:
@@ -128,7 +149,8 @@ def main(argv=None) -> dict:
         depths, reps = [4, 32, 256], args.reps
     key = jax.random.key(0)
     rows = []
-    for sz in sizes:
+    profiles = {}
+    for sz in [] if args.compile_only else sizes:
         spinal = SpinalDense(features, sz["w"], sz["L"])
         t_sp, n_sp = time_model(spinal, sz["d"], sz["batch"], features, reps, key)
         stacked = SpinalDense(features, sz["w"], sz["L"], stack_layers=True)
@@ -140,8 +162,17 @@ def main(argv=None) -> dict:
         rows.append(dict(**sz, spinal_ms=t_sp, spinal_stacked_ms=t_st, naive_ms=t_nv, plain_ms=t_pl,
                          spinal_params=n_sp, plain_params=n_pl, speedup_vs_naive=t_nv / t_sp,
                          stacked_speedup_vs_naive=t_nv / t_st))
+    if args.profile and not args.compile_only:
+        sz = sizes[-1]
+        for name, model in (("spinal", SpinalDense(features, sz["w"], sz["L"])),
+                            ("naive", NaiveSpinal(features, sz["w"], sz["L"])),
+                            ("plain", PlainHead(plain_hidden_for(rows[-1]["spinal_params"], sz["d"], features), features))):
+            print(f"profile {name}:", flush=True)
+            profiles[name] = profile_model(model, sz["d"], sz["batch"], features, key)
     comp = []
     d0, w0, b0 = (32, 8, 16) if args.quick else (256, 128, 100)
+    if args.compile_only:  # one-off start-up costs (CUDA, cuBLAS handles) out of the first row
+        compile_time(SpinalDense(features, w0, 2), d0, b0, features, key)
     for L in depths:
         st_s, st_lower = compile_time(SpinalDense(features, w0, L, stack_layers=True), d0, b0, features, key)
         sp_s, sp_lower = compile_time(SpinalDense(features, w0, L), d0, b0, features, key)
@@ -156,8 +187,9 @@ def main(argv=None) -> dict:
         versions=dict(python=platform.python_version(), jax=jax.__version__,
                       flax=__import__("flax").__version__, numpy=np.__version__),
         matmul_precision=str(jax.config.jax_default_matmul_precision), quick=args.quick,
-        forward_backward=rows, compile=comp,
-        targets=dict(
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
+        forward_backward=rows, compile=comp, profiles=profiles,
+        targets=None if args.compile_only else dict(
             speedup_vs_naive_at_largest=rows[-1]["speedup_vs_naive"],
             speedup_target=1.3, speedup_met=rows[-1]["speedup_vs_naive"] >= 1.3,
             compile_form="stack_layers=True",
@@ -169,6 +201,9 @@ def main(argv=None) -> dict:
     )
     out = Path(args.out)
     atomic_write(out, json.dumps(result, indent=2) + "\n")
+    if args.compile_only:
+        print(json.dumps(comp, indent=1))
+        return result
     md = [f"# SpinalDense benchmark ({result['date']})", "",
           f"Device: {result['device']}; versions: {result['versions']}; command: `{result['command']}`", "",
           "Forward+backward (value_and_grad w.r.t. params), median ms:", "",

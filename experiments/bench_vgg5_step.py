@@ -6,12 +6,17 @@ the device, batch 100, 600 steps an epoch) with ``spinal_jax.train.loop``'s run 
 the model's building blocks:
 
 - ``before``: ``flax.linen.max_pool`` (reduce_window; its gradient is a select_and_scatter), the
-  two-pass BatchNorm statistics and the spinal chain as a while loop (``lax.scan`` not unrolled),
-  as the library had them before the tuning log in PERF_NOTES.md;
-- ``pool``: the library's max pool, two-pass BatchNorm statistics, the spinal chain as a while loop;
-- ``bn``: ``pool`` with the library's one-pass BatchNorm statistics;
-- ``unroll``: ``bn`` with the spinal chain unrolled (``layers.SCAN_UNROLL_MAX = 16``);
+  two-pass BatchNorm statistics (autodiff gradient), the spinal chain as a while loop, the first
+  convolution by cuDNN and Adam per parameter tensor, as the library had them before the tuning log
+  in PERF_NOTES.md;
+- ``pool``: ``before`` with the library's max pool;
+- ``bn``: ``pool`` with one-pass BatchNorm statistics (two sums, autodiff gradient);
+- ``unroll``: ``bn`` with the spinal chain written out layer by layer (``layers.SCAN_UNROLL_MAX = 16``);
 - ``lib``: the library as it is.
+
+Modifiers joined with ``+`` (``lib+treeadam``) put back one old piece: ``cudnnconv`` (the 1-channel first
+convolution by cuDNN, not ``PatchConv``), ``treeadam`` (Adam per parameter tensor, not ``optax.flatten``),
+``autodiffbn`` (one-pass statistics as two sums and autodiff's gradient, not ``batch_norm_train``'s).
 
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
 ``--tag`` naming the set. Results are appended as JSON lines to ``--out``.
@@ -37,11 +42,13 @@ import check_train_epoch  # noqa: F401  (registers spinal_jax.configs in a bare 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import linen as nn
+from kernel_profile import kernel_table
 
 from spinal_jax import layers, normalization, parallel
-from spinal_jax.models import mnist
-from spinal_jax.train import apply_overrides, load_config, loop
+from spinal_jax.models import common, mnist
+from spinal_jax.train import apply_overrides, load_config, loop, schedules
 
 
 def _reduce_window_max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0) -> jax.Array:
@@ -57,59 +64,69 @@ def _two_pass_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return mean, jnp.mean(jnp.square(x32 - mean), axis=axes)
 
 
+def _one_pass_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x32 = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    shift = jax.lax.stop_gradient(x32.reshape(-1, x.shape[-1])[0])
+    d = x32 - shift
+    mean_d = jnp.mean(d, axis=axes)
+    return mean_d + shift, jnp.maximum(jnp.mean(jnp.square(d), axis=axes) - jnp.square(mean_d), 0.0)
+
+
+def _autodiff_batch_norm(statistics):
+    def batch_norm_train(x, scale, bias, epsilon, dtype):
+        mean, var = statistics(x)
+        return normalization.normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var
+
+    return batch_norm_train
+
+
+def _tree_adam(learning_rate, b1, b2, eps, weight_decay):
+    """The library's Adam before ``optax.flatten``: one update per parameter tensor."""
+    parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+    return optax.chain(*parts, optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(learning_rate))
+
+
+_BASES = ("before", "pool", "bn", "unroll", "lib")
+_MODIFIERS = ("cudnnconv", "treeadam", "autodiffbn")
+
+
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
-    """Patch the model's building blocks to ``name``'s versions while the run is built and traced."""
-    saved = (mnist.max_pool, normalization.batch_norm_statistics, layers.batch_norm_statistics)
-    saved_unroll = layers.SCAN_UNROLL_MAX
-    if name in ("before", "pool", "bn"):
-        layers.SCAN_UNROLL_MAX = 0
-    if name == "unroll":
-        layers.SCAN_UNROLL_MAX = 16
-    if name in ("before",):
+    """Patch the model's building blocks to ``name``'s versions while the run is built and traced
+    (see the module docstring)."""
+    saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
+             common.PATCH_CONV_MAX_CHANNELS, schedules._torch_adam)
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in _BASES + _MODIFIERS]
+    if unknown:
+        raise ValueError(f"unknown variant part(s) {unknown}; use one of {_BASES} joined to any of {_MODIFIERS}")
+    old = parts[0] in _BASES[:4]
+    if parts[0] == "before":
         mnist.max_pool = _reduce_window_max_pool
-    if name in ("before", "pool"):
-        normalization.batch_norm_statistics = layers.batch_norm_statistics = _two_pass_statistics
-    elif name not in ("bn", "unroll", "lib"):
-        raise ValueError(f"unknown variant {name!r}; use before, pool, bn, unroll or lib")
+    if parts[0] in ("before", "pool"):
+        normalization.batch_norm_train = _autodiff_batch_norm(_two_pass_statistics)
+    if parts[0] in ("bn", "unroll") or "autodiffbn" in parts:
+        normalization.batch_norm_train = _autodiff_batch_norm(_one_pass_statistics)
+    if old:
+        layers.SCAN_UNROLL_MAX = 16 if parts[0] == "unroll" else 0
+    if old or "cudnnconv" in parts:
+        common.PATCH_CONV_MAX_CHANNELS = 0
+    if old or "treeadam" in parts:
+        schedules._torch_adam = _tree_adam
+    layers.batch_norm_train = normalization.batch_norm_train
     try:
         yield
     finally:
-        mnist.max_pool, normalization.batch_norm_statistics, layers.batch_norm_statistics = saved
-        layers.SCAN_UNROLL_MAX = saved_unroll
+        (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
+         common.PATCH_CONV_MAX_CHANNELS, schedules._torch_adam) = saved
+        layers.batch_norm_train = normalization.batch_norm_train
 
 
-def _print_profile(trace_dir: str, steps: int, top: int = 25) -> None:
-    """Per-kernel GPU time of a jax.profiler trace: totals per stream and the ``top`` kernels by time."""
-    from jax.profiler import ProfileData
-
-    files = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
-    data = ProfileData.from_file(files[0])
-    for plane in data.planes:
-        if not plane.name.startswith("/device:GPU"):
-            continue
-        for line in plane.lines:
-            events = list(line.events)
-            if not events:
-                continue
-            busy = sum(e.duration_ns for e in events)
-            span = max(e.end_ns for e in events) - min(e.start_ns for e in events)
-            print(f"  [{plane.name} | {line.name}] {len(events) / steps:.1f} events/step, "
-                  f"busy {busy / steps / 1e3:.1f} us/step, span {span / steps / 1e3:.1f} us/step")
-            if "stream" not in line.name.lower():
-                continue
-            total: collections.Counter[str] = collections.Counter()
-            count: collections.Counter[str] = collections.Counter()
-            for e in events:
-                total[e.name[:90]] += e.duration_ns
-                count[e.name[:90]] += 1
-            for name, ns in total.most_common(top):
-                print(f"    {ns / steps / 1e3:8.1f} us/step {count[name] / steps:5.1f}x  {name}")
-
-
-def time_run(config, epochs: int, profile: bool = False) -> tuple[list[float], float]:
+def time_run(config, epochs: int, profile: bool = False) -> tuple[list[float], float, dict | None]:
     """Seconds of ``epochs`` timed epochs after one warm-up epoch (returned second, with the compile);
     ``profile``: trace one more epoch and print its kernel breakdown."""
+    kernels = None
     with tempfile.TemporaryDirectory() as run_dir:
         run = loop._Run(config, run_dir, parallel.make_mesh(), progress=False)
         state = run.initial_state
@@ -129,8 +146,8 @@ def time_run(config, epochs: int, profile: bool = False) -> tuple[list[float], f
                 state, _, _, steps = run.train_epoch(state, epochs + 1)
                 jax.block_until_ready(state)
                 jax.profiler.stop_trace()
-                _print_profile(trace_dir, steps)
-    return seconds, first
+                kernels = kernel_table(trace_dir, steps)
+    return seconds, first, kernels
 
 
 def _computations(text: str) -> dict[str, list[str]]:
@@ -216,12 +233,18 @@ def main() -> None:
                      "steps_per_epoch": args.steps},
                 )
                 with variant(name):
-                    seconds, first = time_run(config, args.epochs, f"{name}/{precision}/{head}" in args.profile)
+                    seconds, first, kernels = time_run(
+                        config, args.epochs, f"{name}/{precision}/{head}" in args.profile.split(",")
+                    )
                 row = {
                     "tag": args.tag, "variant": name, "precision": precision, "head": head,
                     "epoch_seconds": seconds, "median": statistics.median(seconds), "first_epoch": first,
                     "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
                 }
+                if kernels is not None:
+                    row["kernels"] = kernels
+                    row["kernels_per_step"] = sum(c for c, _ in kernels.values())
+                    row["kernel_us_per_step"] = sum(us for _, us in kernels.values())
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{args.tag:>14} {name:>7} {precision} {head:>7}: {row['median']:.3f} s/epoch "

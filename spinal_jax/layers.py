@@ -5,12 +5,14 @@
 hidden layers of width ``w``: layer ``k`` reads segment ``k`` and the previous layer's output,
 ``h_k = act(BN(Dense([x_seg_k, h_{k-1}])))``; the output is a Dense over ``[h_0, ..., h_{L-1}]``.
 
-The math lives in the pure function ``spinal_forward`` (shared with ``spinal_jax.nnx``): the
-input-segment projections of all layers are computed together (one batched matmul per distinct
-segment), only the ``w x w`` products run sequentially inside one ``jax.lax.scan``, and the output
-Dense is a batched per-layer product summed over layers (no (n, L*w) concatenation). With
+The math lives in the pure function ``spinal_forward`` (shared with ``spinal_jax.nnx``). The
+input-segment products ``x_seg_k @ W_k[:s]`` do not depend on the chain; only the ``w x w`` products
+``h_{k-1} @ W_k[s:]`` are sequential. Chains of up to ``SCAN_UNROLL_MAX + 1`` layers are written out
+layer by layer (no concatenation of ``[x_seg_k, h_{k-1}]``: two products per layer, the first off the
+sequential path). Longer chains compute the input-segment projections of all layers together (one
+batched matmul per distinct segment) and run the ``w x w`` products in one ``jax.lax.scan``; with
 ``stack_layers=True`` the parameters of layers 1..L-1 are one stacked entry, so the program (and the
-compile time) does not grow with depth; the default per-layer form stacks them in the program (O(L)).
+compile time) does not grow with depth; the per-layer form stacks them in the program (O(L)).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from flax import linen as nn
 
 from spinal_jax.initializers import kernel_and_bias_init
-from spinal_jax.normalization import batch_norm_statistics, normalize, updated_running_stats
+from spinal_jax.normalization import batch_norm_train, normalize, updated_running_stats
 from spinal_jax.reference import SpinalPlan, check_options, make_plan, segment_size
 
 __all__ = [
@@ -40,10 +42,11 @@ __all__ = [
 
 Array = jax.Array
 
-#: Chains of at most this many sequential hidden layers run unrolled (``lax.scan(unroll=...)``: one scan
-#: in the jaxpr, no while loop in the compiled program); longer chains stay a loop, so compile time stays
-#: flat in depth. On the GPU a while loop costs a host round trip per iteration: unrolling made
-#: SpinalVGG's fp32 epoch 0.08 s faster on an H100 (PERF_NOTES.md). 0 = always a loop.
+#: Chains of at most this many sequential (w x w) products, i.e. ``num_layers <= SCAN_UNROLL_MAX + 1``,
+#: are written out layer by layer; longer chains run as one ``lax.scan`` (a while loop), so that compile
+#: time stays flat in depth. On the GPU a while loop costs a host round trip per iteration, and the
+#: written-out chain needs no stacking, gathering or concatenation of the per-layer projections
+#: (PERF_NOTES.md has the measurements). 0 = always a loop (for L > 1).
 SCAN_UNROLL_MAX = 16
 
 
@@ -99,6 +102,19 @@ def _bn_tuple(params: Mapping[str, Any], stats: Mapping[str, Any], name: str) ->
     return (params[name]["scale"], params[name]["bias"], stats[name]["mean"], stats[name]["var"])
 
 
+def _layer_params(
+    params: Mapping[str, Any], batch_stats: Mapping[str, Any] | None, plan: SpinalPlan, k: int, batch_norm: bool
+) -> tuple[Array, Array, tuple[Array, ...] | None]:
+    """Kernel, bias and (with BatchNorm) (scale, bias, mean, var) of hidden layer ``k``, either form."""
+    j = plan.reuse[k]
+    if k > 0 and "hidden_stack" in params:
+        kern, bias = params["hidden_stack"]["kernel"][j - 1], params["hidden_stack"]["bias"][j - 1]
+        bn = tuple(a[k - 1] for a in _bn_tuple(params, batch_stats, "bn_stack")) if batch_norm else None
+        return kern, bias, bn
+    bn = _bn_tuple(params, batch_stats, f"bn_{k}") if batch_norm else None
+    return params[f"hidden_{j}"]["kernel"], params[f"hidden_{j}"]["bias"], bn
+
+
 def _rest_layers(
     params: Mapping[str, Any], batch_stats: Mapping[str, Any] | None, plan: SpinalPlan, batch_norm: bool
 ) -> tuple[Array, Array, tuple[Array, ...] | None]:
@@ -124,6 +140,16 @@ def _rest_layers(
         per_layer = [_bn_tuple(params, batch_stats, f"bn_{k}") for k in range(1, L)]
         bn = tuple(jnp.stack(leaves) for leaves in zip(*per_layer, strict=True))
     return kern, bias, bn
+
+
+def _output(params: Mapping[str, Any], hcat: Array, dtype: Any) -> Array:
+    """The output Dense over the concatenated hidden outputs (float32 accumulation), or ``hcat`` itself."""
+    if "output" not in params:
+        return hcat
+    acc = jnp.promote_types(dtype, jnp.float32)
+    kernel = _kernel_operand(params["output"]["kernel"].astype(dtype))
+    y = jnp.dot(hcat, kernel, preferred_element_type=acc)
+    return (y + params["output"]["bias"].astype(acc)).astype(dtype)
 
 
 def spinal_forward(
@@ -171,79 +197,90 @@ def spinal_forward(
         if not batch_norm:
             return act(z), None
         scale, bias, mean, var = bn
-        new = None
         if train:
-            bmean, bvar = batch_norm_statistics(z)
-            new = updated_running_stats(mean, var, bmean, bvar, n, bn_momentum, unbiased_running_var)
-            mean, var = bmean, bvar
-        return act(normalize(z, mean, var, scale, bias, bn_epsilon, dtype)), new
+            y, bmean, bvar = batch_norm_train(z, scale, bias, bn_epsilon, dtype)
+            return act(y), updated_running_stats(mean, var, bmean, bvar, n, bn_momentum, unbiased_running_var)
+        return act(normalize(z, mean, var, scale, bias, bn_epsilon, dtype)), None
 
-    p0 = params["hidden_0"]
-    seg0 = _segment(x, plan, plan.starts[0])
-    if masks is not None:
-        seg0 = seg0 * masks[0, :, :s]
-    z0 = seg0 @ p0["kernel"].astype(dtype) + p0["bias"].astype(dtype)
-    h0, new0 = layer(z0, _bn_tuple(params, batch_stats, "bn_0") if batch_norm else None)
-
-    if L > 1:
-        kern, bias, bn = _rest_layers(params, batch_stats, plan, batch_norm)
-        kern = kern.astype(dtype)
-        k_seg = kern[:, :s]
-        # Input-segment projections of layers 1..L-1 (off the sequential path): one batched matmul
-        # per distinct segment against the segment rows of the kernels of the layers reading it.
-        parts, order = [], []
-        for start, users in plan.groups:
-            rest = tuple(u - 1 for u in users if u > 0)
-            if not rest:
-                continue
-            seg = _segment(x, plan, start)
-            kg = _take_layers(k_seg, rest)
-            if masks is None:
-                parts.append(jnp.einsum("ns,usw->unw", seg, _kernel_operand(kg)))
-            else:
-                seg_masked = seg[None] * _take_layers(masks[1:, :, :s], rest)
-                parts.append(jnp.einsum("uns,usw->unw", seg_masked, _kernel_operand(kg)))
-            order.extend(rest)
-        proj = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-        if order != sorted(order):
-            proj = proj[np.argsort(order)]  # back to layer order
-        xs: dict[str, Any] = {"proj": proj + bias.astype(dtype)[:, None, :], "kernel": _kernel_operand(kern[:, s:])}
-        if masks is not None:
-            xs["mask"] = masks[1:, :, s:]
-        if batch_norm:
-            xs["bn"] = bn
-
-        def step(h, inp):
-            if "mask" in inp:
-                h = h * inp["mask"]
-            h_new, new = layer(inp["proj"] + h @ inp["kernel"], inp.get("bn"))
-            return h_new, (h_new, new)
-
-        # A while loop on the GPU costs a host round trip per iteration; see SCAN_UNROLL_MAX.
-        unroll = L - 1 if L - 1 <= SCAN_UNROLL_MAX else 1
-        _, (hs, news) = jax.lax.scan(step, h0, xs, unroll=unroll)  # hs: (L-1, n, w)
-
-    if use_out_dropout:
-        out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype)
-        h0 = h0 * out_mask[0]
-        if L > 1:
-            hs = hs * out_mask[1:]
-
-    if "output" in params:
-        # Dense over [h_0, ..., h_{L-1}] as per-layer products summed (no (n, L*w) concatenation).
-        kernel = params["output"]["kernel"].astype(dtype)
-        features = kernel.shape[-1]
-        acc = jnp.promote_types(dtype, jnp.float32)
-        y = jnp.dot(h0, _kernel_operand(kernel[:w]), preferred_element_type=acc)
-        if L > 1:
-            rest_k = _kernel_operand(kernel[w:].reshape(L - 1, w, features))
-            y = y + jnp.einsum("lnw,lwf->lnf", hs, rest_k,
-                               preferred_element_type=acc).sum(axis=0)
-        y = (y + params["output"]["bias"].astype(acc)).astype(dtype)
-    elif L > 1:
-        y = jnp.concatenate([h0, jnp.transpose(hs, (1, 0, 2)).reshape(n, (L - 1) * w)], axis=1)
+    if L - 1 <= SCAN_UNROLL_MAX:
+        hs_list, news_list = [], []
+        h = None
+        for k in range(L):
+            kern, bias, bn = _layer_params(params, batch_stats, plan, k, batch_norm)
+            kern = kern.astype(dtype)
+            seg = _segment(x, plan, plan.starts[k])
+            if masks is not None:
+                seg = seg * masks[k, :, :s]
+            # The input-segment product does not depend on the chain; only h @ kernel[s:] is sequential.
+            z = seg @ _kernel_operand(kern[:s]) + bias.astype(dtype)
+            if h is not None:
+                z = z + (h * masks[k, :, s:] if masks is not None else h) @ _kernel_operand(kern[s:])
+            h, new = layer(z, bn)
+            hs_list.append(h)
+            news_list.append(new)
+        if use_out_dropout:
+            out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype)
+            hs_list = [hk * out_mask[k] for k, hk in enumerate(hs_list)]
+        hcat = hs_list[0] if L == 1 else jnp.concatenate(hs_list, axis=1)  # (n, L*w), layer order
+        y = _output(params, hcat, dtype)
+        new0 = news_list[0]
+        news = None
+        if batch_norm and train and L > 1:
+            news = tuple(jnp.stack([nw[i] for nw in news_list[1:]]) for i in range(2))
     else:
-        y = h0
+        p0 = params["hidden_0"]
+        seg0 = _segment(x, plan, plan.starts[0])
+        if masks is not None:
+            seg0 = seg0 * masks[0, :, :s]
+        z0 = seg0 @ p0["kernel"].astype(dtype) + p0["bias"].astype(dtype)
+        h0, new0 = layer(z0, _bn_tuple(params, batch_stats, "bn_0") if batch_norm else None)
+
+        if L > 1:
+            kern, bias, bn = _rest_layers(params, batch_stats, plan, batch_norm)
+            kern = kern.astype(dtype)
+            k_seg = kern[:, :s]
+            # Input-segment projections of layers 1..L-1 (off the sequential path): one batched matmul
+            # per distinct segment against the segment rows of the kernels of the layers reading it.
+            parts, order = [], []
+            for start, users in plan.groups:
+                rest = tuple(u - 1 for u in users if u > 0)
+                if not rest:
+                    continue
+                seg = _segment(x, plan, start)
+                kg = _take_layers(k_seg, rest)
+                if masks is None:
+                    parts.append(jnp.einsum("ns,usw->unw", seg, _kernel_operand(kg)))
+                else:
+                    seg_masked = seg[None] * _take_layers(masks[1:, :, :s], rest)
+                    parts.append(jnp.einsum("uns,usw->unw", seg_masked, _kernel_operand(kg)))
+                order.extend(rest)
+            proj = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+            if order != sorted(order):
+                proj = proj[np.argsort(order)]  # back to layer order
+            xs: dict[str, Any] = {"proj": proj + bias.astype(dtype)[:, None, :], "kernel": _kernel_operand(kern[:, s:])}
+            if masks is not None:
+                xs["mask"] = masks[1:, :, s:]
+            if batch_norm:
+                xs["bn"] = bn
+
+            def step(h, inp):
+                if "mask" in inp:
+                    h = h * inp["mask"]
+                # The per-iteration kernel slice is materialised: fused into the product it makes a
+                # Triton GEMM that the GPU compiler autotunes at length (compile time, PERF_NOTES.md).
+                h_new, new = layer(inp["proj"] + h @ _kernel_operand(inp["kernel"]), inp.get("bn"))
+                return h_new, (h_new, new)
+
+            _, (hs, news) = jax.lax.scan(step, h0, xs)  # hs: (L-1, n, w)
+
+        if use_out_dropout:
+            out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype)
+            h0 = h0 * out_mask[0]
+            if L > 1:
+                hs = hs * out_mask[1:]
+
+        hcat = h0 if L == 1 else jnp.concatenate([h0, jnp.transpose(hs, (1, 0, 2)).reshape(n, (L - 1) * w)], axis=1)
+        y = _output(params, hcat, dtype)
     y = y.reshape(*lead, y.shape[-1])
 
     stats_out = None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from spinal_jax import SpinalDense, reference
+from spinal_jax import SpinalDense, layers, reference
 from spinal_jax.layers import make_plan, num_params, spinal_forward
 from spinal_jax.reference import restack_layers, unstack_layers
 
@@ -69,10 +69,19 @@ def _setup(cfg: dict, seed: int):
     return layer, variables, x, np_act
 
 
+@pytest.fixture(params=["written_out", "loop"])
+def chain(request, monkeypatch):
+    """Run a test with the chain written out layer by layer (the default for short chains) and as a
+    ``lax.scan`` loop (``layers.SCAN_UNROLL_MAX = 0``, the form of deep chains)."""
+    if request.param == "loop":
+        monkeypatch.setattr(layers, "SCAN_UNROLL_MAX", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(8))
-def test_matches_float64_reference(seed):
-    """Random configurations (either parameter form): outputs and gradients (directional, per
-    leaf) within 1e-5 relative of the float64 reference."""
+def test_matches_float64_reference(seed, chain):
+    """Random configurations (either parameter form, either chain form): outputs and gradients
+    (directional, per leaf) within 1e-5 relative of the float64 reference."""
     rng = np.random.default_rng(seed)
     cfg = random_config(rng)
     layer, variables, x, np_act = _setup(cfg, seed)
@@ -372,6 +381,21 @@ def test_benchmark_quick(tmp_path):
     assert out.with_suffix(".md").read_text().startswith("# SpinalDense benchmark")
 
 
+def _pop_round_off_bias_grads(grads: tuple[dict, ...], num_layers: int) -> None:
+    """Remove the hidden biases' gradients from per-layer gradient trees after checking they are round-off.
+
+    A hidden Dense's bias followed by BatchNorm in train mode has gradient exactly 0 (the batch mean
+    removes it). What is computed there is float32 round-off of a sum of terms that cancel; its value
+    depends on XLA's summation order, not on the layer, so it is checked to be round-off in each tree
+    instead of compared between them.
+    """
+    scale = max(float(jnp.abs(leaf).max()) for leaf in jax.tree_util.tree_leaves(grads[-1]))
+    for k in range(num_layers):
+        for g in grads:
+            bias_grad = g[f"hidden_{k}"].pop("bias")
+            assert float(jnp.abs(bias_grad).max()) <= 1e-6 * scale
+
+
 @pytest.mark.parametrize(
     ("kwargs", "num_layers"),
     [
@@ -380,7 +404,7 @@ def test_benchmark_quick(tmp_path):
         (dict(batch_norm=True, features=None), 1),
     ],
 )
-def test_stacked_equals_per_layer(kwargs, num_layers):
+def test_stacked_equals_per_layer(kwargs, num_layers, chain):
     """stack_layers=True computes the same function: outputs, gradients and running statistics."""
     opts = dict(features=3, layer_width=4, num_layers=num_layers, init_scheme="torch") | kwargs
     per, st = SpinalDense(**opts), SpinalDense(**opts, stack_layers=True)
@@ -410,15 +434,7 @@ def test_stacked_equals_per_layer(kwargs, num_layers):
     np.testing.assert_allclose(gx_s, gx_p, rtol=1e-6, atol=1e-7)
     g_su = unstack_layers(g_s)
     if opts.get("batch_norm"):
-        # A hidden Dense's bias followed by BatchNorm in train mode has gradient exactly 0 (the batch
-        # mean removes it). What both forms compute there is float32 round-off of a sum of terms that
-        # cancel; its value depends on XLA's summation order, not on
-        # the layer, so it is checked to be round-off in each form instead of compared between them.
-        scale = max(float(jnp.abs(leaf).max()) for leaf in jax.tree_util.tree_leaves(g_p))
-        for k in range(num_layers):
-            for g in (g_su, g_p):
-                bias_grad = g[f"hidden_{k}"].pop("bias")
-                assert float(jnp.abs(bias_grad).max()) <= 1e-6 * scale
+        _pop_round_off_bias_grads((g_su, g_p), num_layers)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), g_su, g_p)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                            unstack_layers(new_s), new_p)
@@ -426,9 +442,45 @@ def test_stacked_equals_per_layer(kwargs, num_layers):
         assert float(jnp.abs(g_s["hidden_stack"]["kernel"][3:]).max()) == 0.0
 
 
+@pytest.mark.parametrize("stack", [False, True])
+def test_written_out_chain_equals_loop(stack):
+    """The written-out chain and the scan loop compute the same function, dropout masks included:
+    outputs, gradients and running statistics (weight sharing, BatchNorm, both dropouts)."""
+    layer = SpinalDense(5, 4, 6, num_splits=3, batch_norm=True, dropout_rate=0.3, output_dropout_rate=0.2,
+                        weight_sharing=(0, 1, 2, 1, 2, 1), stack_layers=stack)
+    x = jax.random.normal(jax.random.key(0), (7, 10))
+    v = layer.init(jax.random.key(1), x)
+
+    def run():
+        def loss(params, x):
+            y, new = layer.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+                                 mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+            return jnp.sum(y * jnp.arange(5.0)), (y, new)
+
+        (_, aux), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(v["params"], x)
+        return aux, grads
+
+    written = run()
+    saved = layers.SCAN_UNROLL_MAX
+    layers.SCAN_UNROLL_MAX = 0
+    try:
+        looped = run()
+    finally:
+        layers.SCAN_UNROLL_MAX = saved
+    (aux_w, (gp_w, gx_w)), (aux_l, (gp_l, gx_l)) = written, looped
+    gp_w, gp_l = unstack_layers(gp_w), unstack_layers(gp_l)
+    _pop_round_off_bias_grads((gp_w, gp_l), 6)
+    # Per leaf: within 1e-5 relative, or 1e-6 of the leaf's largest entry (float32 sums that cancel).
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.abs(b).max())),
+        (aux_w, gp_w, gx_w), (aux_l, gp_l, gx_l),
+    )
+
+
 def test_stacked_program_size_does_not_grow_with_depth():
-    """Number of jaxpr equations of forward+grad (BatchNorm, dropout, train): equal at L=4 and 64
-    for stack_layers=True (the per-layer form grows, which is why the stacked form exists)."""
+    """Number of jaxpr equations of forward+grad (BatchNorm, dropout, train): equal at any two depths
+    past the written-out range (``layers.SCAN_UNROLL_MAX``) for stack_layers=True (the per-layer form
+    grows, which is why the stacked form exists)."""
 
     def n_eqns(num_layers: int, stack: bool) -> int:
         layer = SpinalDense(3, 4, num_layers, batch_norm=True, dropout_rate=0.1, stack_layers=stack)
@@ -442,5 +494,6 @@ def test_stacked_program_size_does_not_grow_with_depth():
 
         return len(jax.make_jaxpr(jax.value_and_grad(loss))(v["params"], v["batch_stats"]).jaxpr.eqns)
 
-    assert n_eqns(4, True) == n_eqns(64, True)
-    assert n_eqns(64, False) > n_eqns(4, False) + 60
+    loop_depth = layers.SCAN_UNROLL_MAX + 2
+    assert n_eqns(loop_depth, True) == n_eqns(loop_depth + 60, True)
+    assert n_eqns(loop_depth + 60, False) > n_eqns(loop_depth, False) + 60

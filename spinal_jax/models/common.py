@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from flax.linen.dtypes import promote_dtype
 
 from spinal_jax.initializers import kaiming_normal_fan_out, torch_bias_init, torch_kernel_init
 from spinal_jax.normalization import BatchNorm
@@ -102,6 +103,54 @@ def torch_dense(
     )
 
 
+#: Convolutions with at most this many input channels run as ``PatchConv`` (patches x matmul). On an
+#: H100 cuDNN pads a 1-channel input to 8 channels and takes a slow non-tensor-core weight-gradient
+#: kernel for it (PERF_NOTES.md); a patch matrix of k*k columns avoids both. 0 = always ``nn.Conv``.
+PATCH_CONV_MAX_CHANNELS = 1
+
+
+class PatchConv(nn.Module):
+    """A 2-D convolution (NHWC, HWIO kernel, symmetric zero padding) as im2col + one matmul.
+
+    Same parameters (``kernel`` (k, k, Cin, Cout), ``bias`` (Cout,)) and the same function as
+    ``nn.Conv(features, (k, k), strides=(stride, stride), padding=((p, p), (p, p)))``; meant for
+    inputs with very few channels, where the patch matrix (k*k*Cin columns) is small.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = True
+    kernel_init: nn.initializers.Initializer = torch_kernel_init
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, st, p = self.kernel_size, self.stride, self.padding
+        cin = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (k, k, cin, self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if p:
+            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        h, w = x.shape[1:3]
+        ho, wo = (h - k) // st + 1, (w - k) // st + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(f"PatchConv: a {k}x{k} kernel does not fit a {h}x{w} (padded) input")
+        taps = [
+            jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + st * (ho - 1) + 1, j + st * (wo - 1) + 1, cin),
+                          (1, st, st, 1))
+            for i in range(k)
+            for j in range(k)
+        ]
+        patches = jnp.concatenate(taps, axis=-1)  # (N, Ho, Wo, k*k*Cin) in the kernel's (i, j, c) order
+        y = jnp.dot(patches, kernel.reshape(k * k * cin, self.features))
+        return y if bias is None else y + bias
+
+
 def torch_conv(
     features: int,
     in_features: int,
@@ -115,8 +164,21 @@ def torch_conv(
     zero_bias: bool = False,
     dtype: Dtype | None = None,
 ) -> nn.Conv:
-    """``nn.Conv`` with PyTorch's padding semantics and ``torch.nn.Conv2d``'s default init."""
+    """``nn.Conv`` with PyTorch's padding semantics and ``torch.nn.Conv2d``'s default init
+    (``PatchConv``, the same function and parameters, for inputs of ``PATCH_CONV_MAX_CHANNELS`` or fewer)."""
     fan_in = in_features * kernel * kernel
+    if in_features <= PATCH_CONV_MAX_CHANNELS:
+        return PatchConv(
+            features,
+            kernel,
+            stride=stride,
+            padding=padding,
+            use_bias=use_bias,
+            kernel_init=kernel_init or torch_kernel_init,
+            bias_init=nn.initializers.zeros_init() if zero_bias else torch_bias_init(fan_in),
+            dtype=dtype,
+            name=name,
+        )
     return nn.Conv(
         features,
         (kernel, kernel),
@@ -237,6 +299,8 @@ def mnist_vgg_conv_init(out_channels: int, kernel: int = 3) -> nn.initializers.I
 
 __all__ = [
     "HEADS",
+    "PATCH_CONV_MAX_CHANNELS",
+    "PatchConv",
     "adaptive_avg_pool",
     "batch_norm",
     "check_head",
