@@ -42,7 +42,6 @@ import check_train_epoch  # noqa: F401  (registers spinal_jax.configs in a bare 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 from kernel_profile import kernel_table
 
@@ -81,10 +80,12 @@ def _autodiff_batch_norm(statistics):
     return batch_norm_train
 
 
-def _tree_adam(learning_rate, b1, b2, eps, weight_decay):
-    """The library's Adam before ``optax.flatten``: one update per parameter tensor."""
-    parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
-    return optax.chain(*parts, optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(learning_rate))
+_LIBRARY_ADAM = schedules._torch_adam
+
+
+def _tree_adam(learning_rate, b1, b2, eps, weight_decay, flat):
+    """The library's Adam with one update per parameter tensor (before ``optax.flatten``)."""
+    return _LIBRARY_ADAM(learning_rate, b1, b2, eps, weight_decay, flat=False)
 
 
 _BASES = ("before", "pool", "bn", "unroll", "lib")

@@ -422,13 +422,23 @@ def assert_same_run(history: list[dict], reference: list[dict], num_test: int = 
     assert history[0]["train_loss"] != history[1]["train_loss"]  # the numbers really move
 
 
-@pytest.fixture(scope="module")
-def loop_one_device(tmp_path_factory) -> tuple[list[dict], dict[str, np.ndarray]]:
+def _one_device_run(tmp_path_factory, **changes: object) -> tuple[list[dict], dict[str, np.ndarray]]:
     from spinal_jax.train.loop import train_and_evaluate
 
     run_dir = str(tmp_path_factory.mktemp("loop1"))
-    train_and_evaluate(loop_config(), run_dir, progress=False, mesh=parallel.make_mesh(1))
+    train_and_evaluate(loop_config(**changes), run_dir, progress=False, mesh=parallel.make_mesh(1))
     return run_history(run_dir), final_checkpoint_arrays(run_dir)
+
+
+@pytest.fixture(scope="module")
+def loop_one_device(tmp_path_factory) -> tuple[list[dict], dict[str, np.ndarray]]:
+    return _one_device_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def loop_fsdp_one_device(tmp_path_factory) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The same run with fsdp=True (per-tensor optimizer state, see schedules.make_optimizer) on one device."""
+    return _one_device_run(tmp_path_factory, fsdp=True)
 
 
 def test_loop_on_eight_devices_matches_one_device(loop_one_device, tmp_path):
@@ -440,12 +450,12 @@ def test_loop_on_eight_devices_matches_one_device(loop_one_device, tmp_path):
     assert_same_state(final_checkpoint_arrays(str(tmp_path)), arrays1)
 
 
-def test_loop_fsdp_on_eight_devices_resumes_on_one_device(loop_one_device, tmp_path, monkeypatch):
+def test_loop_fsdp_on_eight_devices_resumes_on_one_device(loop_fsdp_one_device, tmp_path, monkeypatch):
     """FSDP through the loop: the state stays sharded across the jitted steps; a checkpoint written
     on 8 devices resumes on 1 and the run ends with the numbers of an uninterrupted 1-device run."""
     from spinal_jax.train import loop
 
-    history1, arrays1 = loop_one_device
+    history1, arrays1 = loop_fsdp_one_device
     placed: list[object] = []
     place = loop._place
     monkeypatch.setattr(loop, "_place", lambda tree, shardings: placed.append(tree) or place(tree, shardings))

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -171,6 +172,18 @@ def test_set_learning_rate_keeps_adam_moments():
     assert new.inner_state[0].mu.shape == (3,) and float(jnp.abs(new.inner_state[0].mu).max()) > 0
     with pytest.raises(ValueError, match="make_optimizer"):
         set_learning_rate({"not": "a state"}, 0.1)
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_optimizer_state_is_one_vector_unless_fsdp(opt):
+    """The update runs on all parameters as one vector (flat state), except with FSDP, where each
+    tensor keeps its own state so that it can be sharded like the tensor."""
+    kw = dict(optimizer="sgd", momentum=0.5) if opt == "sgd" else {}
+    params = {"w": jnp.ones((2, 3)), "b": jnp.ones(4)}
+    flat = jax.tree_util.tree_leaves(make_optimizer(_cfg(**kw)).init(params).inner_state)
+    per_tensor = jax.tree_util.tree_leaves(make_optimizer(_cfg(fsdp=True, **kw)).init(params).inner_state)
+    assert {leaf.shape for leaf in flat if leaf.ndim} == {(10,)}
+    assert {leaf.shape for leaf in per_tensor if leaf.ndim} == {(2, 3), (4,)}
 
 
 @pytest.mark.parametrize("opt", ["adam", "sgd"])

@@ -7,7 +7,8 @@ Public names:
   optimizer state (``opt_state.hyperparams["learning_rate"]``) and can be changed between epochs
   without touching Adam's moments or SGD's momentum buffer. The update runs on all parameters raveled
   into one vector (``optax.flatten``): the same elementwise numbers in a few fused kernels instead of a
-  few per parameter tensor (faster on GPUs; PERF_NOTES.md), with the moments stored as flat vectors.
+  few per parameter tensor (faster on GPUs; PERF_NOTES.md), with the moments stored as flat vectors;
+  with ``config.fsdp`` it runs per tensor, so that each tensor's optimizer state is sharded like it.
 - ``set_learning_rate(opt_state, lr) -> opt_state`` and ``get_learning_rate(opt_state) -> float``.
 - ``LRController(config, uniform=None)``: epoch-level controller. Call
   ``after_epoch(epoch, metric) -> LRDecision`` after each finished (0-based) epoch with the metric that
@@ -42,38 +43,43 @@ from spinal_jax.train.config import Config
 _RNG_TAG = 0x1A2B  # separates the lr-rule stream from other seeded streams
 
 
-def _torch_adam(learning_rate, b1, b2, eps, weight_decay):
+def _torch_adam(learning_rate, b1, b2, eps, weight_decay, flat):
     parts = []
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))  # torch: g += wd * p before Adam
     parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(learning_rate)]
-    return optax.flatten(optax.chain(*parts))
+    return _one_vector(optax.chain(*parts), flat)
 
 
-def _torch_sgd(learning_rate, momentum, weight_decay):
+def _one_vector(tx: optax.GradientTransformation, flat: bool) -> optax.GradientTransformation:
+    return optax.flatten(tx) if flat else tx
+
+
+def _torch_sgd(learning_rate, momentum, weight_decay, flat):
     parts = []
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
     if momentum:
         parts.append(optax.trace(decay=momentum, nesterov=False))  # v = mu*v + g (torch)
     parts.append(optax.scale_by_learning_rate(learning_rate))
-    return optax.flatten(optax.chain(*parts))
+    return _one_vector(optax.chain(*parts), flat)
 
 
 def make_optimizer(config: Config, learning_rate: float | None = None) -> optax.GradientTransformation:
     """Optimizer of ``config`` with an injectable learning rate (default: the first stage's)."""
     lr = float(config.stage_plan()[0][0] if learning_rate is None else learning_rate)
     if config.optimizer == "adam":
-        return optax.inject_hyperparams(_torch_adam, static_args=("b1", "b2", "eps", "weight_decay"))(
+        return optax.inject_hyperparams(_torch_adam, static_args=("b1", "b2", "eps", "weight_decay", "flat"))(
             learning_rate=lr,
             b1=config.adam_b1,
             b2=config.adam_b2,
             eps=config.adam_eps,
             weight_decay=config.weight_decay,
+            flat=not config.fsdp,
         )
     if config.optimizer == "sgd":
-        return optax.inject_hyperparams(_torch_sgd, static_args=("momentum", "weight_decay"))(
-            learning_rate=lr, momentum=config.momentum, weight_decay=config.weight_decay
+        return optax.inject_hyperparams(_torch_sgd, static_args=("momentum", "weight_decay", "flat"))(
+            learning_rate=lr, momentum=config.momentum, weight_decay=config.weight_decay, flat=not config.fsdp
         )
     raise ValueError(f"config.optimizer={config.optimizer!r} is not one of ['adam', 'sgd']")
 
