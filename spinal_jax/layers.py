@@ -202,85 +202,74 @@ def spinal_forward(
             return act(y), updated_running_stats(mean, var, bmean, bvar, n, bn_momentum, unbiased_running_var)
         return act(normalize(z, mean, var, scale, bias, bn_epsilon, dtype)), None
 
+    def segment_product(k: int, kern: Array, bias: Array) -> Array:
+        """Layer ``k``'s input-segment product (off the sequential path) plus its bias."""
+        seg = _segment(x, plan, plan.starts[k])
+        if masks is not None:
+            seg = seg * masks[k, :, :s]
+        return seg @ _kernel_operand(kern[:s]) + bias.astype(dtype)
+
+    kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, batch_norm)
+    h0, new0 = layer(segment_product(0, kern0.astype(dtype), bias0), bn0)
+    out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype) if use_out_dropout else None
+    news = None
+
     if L - 1 <= SCAN_UNROLL_MAX:
-        hs_list, news_list = [], []
-        h = None
-        for k in range(L):
+        # Written out: only h @ kernel[s:] is sequential.
+        hs_list, news_list = [h0], []
+        for k in range(1, L):
             kern, bias, bn = _layer_params(params, batch_stats, plan, k, batch_norm)
             kern = kern.astype(dtype)
-            seg = _segment(x, plan, plan.starts[k])
-            if masks is not None:
-                seg = seg * masks[k, :, :s]
-            # The input-segment product does not depend on the chain; only h @ kernel[s:] is sequential.
-            z = seg @ _kernel_operand(kern[:s]) + bias.astype(dtype)
-            if h is not None:
-                z = z + (h * masks[k, :, s:] if masks is not None else h) @ _kernel_operand(kern[s:])
-            h, new = layer(z, bn)
+            h = hs_list[-1] if masks is None else hs_list[-1] * masks[k, :, s:]
+            h, new = layer(segment_product(k, kern, bias) + h @ _kernel_operand(kern[s:]), bn)
             hs_list.append(h)
             news_list.append(new)
-        if use_out_dropout:
-            out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype)
+        if out_mask is not None:
             hs_list = [hk * out_mask[k] for k, hk in enumerate(hs_list)]
-        hcat = hs_list[0] if L == 1 else jnp.concatenate(hs_list, axis=1)  # (n, L*w), layer order
-        y = _output(params, hcat, dtype)
-        new0 = news_list[0]
-        news = None
+        hcat = jnp.concatenate(hs_list, axis=1) if L > 1 else h0  # (n, L*w), layer order
         if batch_norm and train and L > 1:
-            news = tuple(jnp.stack([nw[i] for nw in news_list[1:]]) for i in range(2))
+            news = tuple(jnp.stack([nw[i] for nw in news_list]) for i in range(2))
     else:
-        p0 = params["hidden_0"]
-        seg0 = _segment(x, plan, plan.starts[0])
+        kern, bias, bn = _rest_layers(params, batch_stats, plan, batch_norm)
+        kern = kern.astype(dtype)
+        k_seg = kern[:, :s]
+        # Input-segment projections of layers 1..L-1 (off the sequential path): one batched matmul
+        # per distinct segment against the segment rows of the kernels of the layers reading it.
+        parts, order = [], []
+        for start, users in plan.groups:
+            rest = tuple(u - 1 for u in users if u > 0)
+            if not rest:
+                continue
+            seg = _segment(x, plan, start)
+            kg = _take_layers(k_seg, rest)
+            if masks is None:
+                parts.append(jnp.einsum("ns,usw->unw", seg, _kernel_operand(kg)))
+            else:
+                seg_masked = seg[None] * _take_layers(masks[1:, :, :s], rest)
+                parts.append(jnp.einsum("uns,usw->unw", seg_masked, _kernel_operand(kg)))
+            order.extend(rest)
+        proj = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+        if order != sorted(order):
+            proj = proj[np.argsort(order)]  # back to layer order
+        xs: dict[str, Any] = {"proj": proj + bias.astype(dtype)[:, None, :], "kernel": _kernel_operand(kern[:, s:])}
         if masks is not None:
-            seg0 = seg0 * masks[0, :, :s]
-        z0 = seg0 @ p0["kernel"].astype(dtype) + p0["bias"].astype(dtype)
-        h0, new0 = layer(z0, _bn_tuple(params, batch_stats, "bn_0") if batch_norm else None)
+            xs["mask"] = masks[1:, :, s:]
+        if batch_norm:
+            xs["bn"] = bn
 
-        if L > 1:
-            kern, bias, bn = _rest_layers(params, batch_stats, plan, batch_norm)
-            kern = kern.astype(dtype)
-            k_seg = kern[:, :s]
-            # Input-segment projections of layers 1..L-1 (off the sequential path): one batched matmul
-            # per distinct segment against the segment rows of the kernels of the layers reading it.
-            parts, order = [], []
-            for start, users in plan.groups:
-                rest = tuple(u - 1 for u in users if u > 0)
-                if not rest:
-                    continue
-                seg = _segment(x, plan, start)
-                kg = _take_layers(k_seg, rest)
-                if masks is None:
-                    parts.append(jnp.einsum("ns,usw->unw", seg, _kernel_operand(kg)))
-                else:
-                    seg_masked = seg[None] * _take_layers(masks[1:, :, :s], rest)
-                    parts.append(jnp.einsum("uns,usw->unw", seg_masked, _kernel_operand(kg)))
-                order.extend(rest)
-            proj = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-            if order != sorted(order):
-                proj = proj[np.argsort(order)]  # back to layer order
-            xs: dict[str, Any] = {"proj": proj + bias.astype(dtype)[:, None, :], "kernel": _kernel_operand(kern[:, s:])}
-            if masks is not None:
-                xs["mask"] = masks[1:, :, s:]
-            if batch_norm:
-                xs["bn"] = bn
+        def step(h, inp):
+            if "mask" in inp:
+                h = h * inp["mask"]
+            # The per-iteration kernel slice is materialised: fused into the product it makes a
+            # Triton GEMM that the GPU compiler autotunes at length (compile time, PERF_NOTES.md).
+            h_new, new = layer(inp["proj"] + h @ _kernel_operand(inp["kernel"]), inp.get("bn"))
+            return h_new, (h_new, new)
 
-            def step(h, inp):
-                if "mask" in inp:
-                    h = h * inp["mask"]
-                # The per-iteration kernel slice is materialised: fused into the product it makes a
-                # Triton GEMM that the GPU compiler autotunes at length (compile time, PERF_NOTES.md).
-                h_new, new = layer(inp["proj"] + h @ _kernel_operand(inp["kernel"]), inp.get("bn"))
-                return h_new, (h_new, new)
-
-            _, (hs, news) = jax.lax.scan(step, h0, xs)  # hs: (L-1, n, w)
-
-        if use_out_dropout:
-            out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype)
-            h0 = h0 * out_mask[0]
-            if L > 1:
-                hs = hs * out_mask[1:]
-
-        hcat = h0 if L == 1 else jnp.concatenate([h0, jnp.transpose(hs, (1, 0, 2)).reshape(n, (L - 1) * w)], axis=1)
-        y = _output(params, hcat, dtype)
+        _, (hs, news) = jax.lax.scan(step, h0, xs)  # hs: (L-1, n, w)
+        if out_mask is not None:
+            h0, hs = h0 * out_mask[0], hs * out_mask[1:]
+        hcat = jnp.concatenate([h0, jnp.transpose(hs, (1, 0, 2)).reshape(n, (L - 1) * w)], axis=1)
+    y = _output(params, hcat, dtype)
     y = y.reshape(*lead, y.shape[-1])
 
     stats_out = None

@@ -43,16 +43,16 @@ from spinal_jax.train.config import Config
 _RNG_TAG = 0x1A2B  # separates the lr-rule stream from other seeded streams
 
 
+def _one_vector(tx: optax.GradientTransformation, flat: bool) -> optax.GradientTransformation:
+    return optax.flatten(tx) if flat else tx
+
+
 def _torch_adam(learning_rate, b1, b2, eps, weight_decay, flat):
     parts = []
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))  # torch: g += wd * p before Adam
     parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(learning_rate)]
     return _one_vector(optax.chain(*parts), flat)
-
-
-def _one_vector(tx: optax.GradientTransformation, flat: bool) -> optax.GradientTransformation:
-    return optax.flatten(tx) if flat else tx
 
 
 def _torch_sgd(learning_rate, momentum, weight_decay, flat):
