@@ -163,8 +163,10 @@ def test_loss_and_metric_sums():
     np.testing.assert_allclose(mse, [1.0, 4.0])
 
 
-def test_train_chunk_equals_train_steps():
-    """A scanned chunk of steps gives the same state as the same steps one by one."""
+@pytest.mark.parametrize("flat_params", [False, True])
+def test_train_chunk_equals_train_steps(flat_params):
+    """A scanned chunk of steps gives the same state as the same steps one by one (with the
+    parameters carried as a tree or raveled into one vector)."""
     from flax import linen as nn
 
     class Net(nn.Module):
@@ -178,10 +180,12 @@ def test_train_chunk_equals_train_steps():
     labels = jnp.asarray(np.arange(12) % 3, jnp.int32)
     idx = jnp.asarray(np.random.default_rng(1).permutation(12).reshape(3, 4), jnp.int32)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+    if flat_params:  # the raveled carry needs an optimizer on the raveled vector
+        tx = optax.flatten(tx)
     make = lambda: create_train_state(  # noqa: E731
         Net(), tx, images[:1].astype(jnp.float32), jax.random.PRNGKey(0), jax.random.PRNGKey(1)
     )
-    fns = steps.StepFunctions(loss="cross_entropy")
+    fns = steps.StepFunctions(loss="cross_entropy", flat_params=flat_params)
     chunk_state, chunk_sums = fns.train_chunk(make(), images, labels, idx)
     state, total = make(), 0.0
     for row in idx:
@@ -190,6 +194,52 @@ def test_train_chunk_equals_train_steps():
     assert int(chunk_state.step) == int(state.step) == 3
     np.testing.assert_allclose(float(chunk_sums["loss"]), total, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), chunk_state.params, state.params)
+
+
+def test_flat_parameter_chunk_refuses_a_per_tensor_optimizer():
+    from flax import linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(3)(x)
+
+    tx = optax.sgd(0.1, momentum=0.9)
+    state = create_train_state(Net(), tx, jnp.zeros((1, 4)), jax.random.PRNGKey(0), jax.random.PRNGKey(1))
+    fns = steps.StepFunctions(loss="cross_entropy", flat_params=True)
+    x, y = jnp.zeros((4, 4), jnp.float32), jnp.zeros((4,), jnp.int32)
+    with pytest.raises(ValueError, match=r"optax\.flatten"):
+        fns.train_chunk(state, x, y, jnp.zeros((1, 4), jnp.int32))
+
+
+def test_flat_parameter_chunk_is_bitwise_the_tree_chunk():
+    """The library's fast path (parameters raveled through the chunk, keys drawn before the loop) gives
+    bit for bit the numbers of the plain tree-carrying chunk: VGG-5 with BatchNorm, dropout, augmentation
+    and the library's Adam."""
+    from spinal_jax.data import augment
+    from spinal_jax.models import mnist
+    from spinal_jax.train import load_config, schedules
+
+    config = load_config("fashion_mnist_vgg5")
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.integers(0, 256, (16, 28, 28, 1)), jnp.uint8)
+    labels = jnp.asarray(rng.integers(0, 10, 16), jnp.int32)
+    idx = jnp.asarray(rng.permutation(16).reshape(4, 4), jnp.int32)
+    model = mnist.VGG5(head="spinal", width=16, num_layers=3)
+    tx = schedules.make_optimizer(config)
+    transform = augment.build(augment.default_spec("fashion_mnist"))
+    make = lambda: create_train_state(  # noqa: E731
+        model, tx, images[:1].astype(jnp.float32), jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+    )
+    results = []
+    for flat in (False, True):
+        fns = steps.StepFunctions(loss="cross_entropy", train_transform=transform, flat_params=flat)
+        state, sums = fns.train_chunk(make(), images, labels, idx)
+        results.append((state, sums))
+    (tree_state, tree_sums), (flat_state, flat_sums) = results
+    for a, b in zip(jax.tree.leaves((tree_state, tree_sums)), jax.tree.leaves((flat_state, flat_sums)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(flat_state.step) == 4
 
 
 def test_chunk_size_prefers_divisors():

@@ -334,6 +334,7 @@ class _Run:
             eval_transform=eval_transform,
             batch_sharding=parallel.batch_sharding(mesh),
             state_sharding=self.state_sharding,
+            flat_params=schedules.updates_one_vector(config),
         )
         # Partial batches (drop_remainder=False) may not divide over the devices: no sharding constraint.
         self.tail_fns = StepFunctions(

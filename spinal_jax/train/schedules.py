@@ -43,6 +43,11 @@ from spinal_jax.train.config import Config
 _RNG_TAG = 0x1A2B  # separates the lr-rule stream from other seeded streams
 
 
+def updates_one_vector(config: Config) -> bool:
+    """Whether ``make_optimizer(config)`` updates all parameters as one raveled vector (not under FSDP)."""
+    return not config.fsdp
+
+
 def _one_vector(tx: optax.GradientTransformation, flat: bool) -> optax.GradientTransformation:
     return optax.flatten(tx) if flat else tx
 
@@ -75,11 +80,11 @@ def make_optimizer(config: Config, learning_rate: float | None = None) -> optax.
             b2=config.adam_b2,
             eps=config.adam_eps,
             weight_decay=config.weight_decay,
-            flat=not config.fsdp,
+            flat=updates_one_vector(config),
         )
     if config.optimizer == "sgd":
         return optax.inject_hyperparams(_torch_sgd, static_args=("momentum", "weight_decay", "flat"))(
-            learning_rate=lr, momentum=config.momentum, weight_decay=config.weight_decay, flat=not config.fsdp
+            learning_rate=lr, momentum=config.momentum, weight_decay=config.weight_decay, flat=updates_one_vector(config)
         )
     raise ValueError(f"config.optimizer={config.optimizer!r} is not one of ['adam', 'sgd']")
 

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from spinal_jax.train.state import TrainState
 
@@ -26,6 +27,7 @@ Transform = Callable[[jax.Array, jax.Array], jax.Array]
 LOSSES = ("cross_entropy", "mse")
 _AUGMENT_STREAM = 1  # fold_in tags that keep the per-step keys of different uses apart
 _DROPOUT_STREAM = 2
+_RAVELED = "raveled"
 
 
 def _check_loss(loss: str) -> None:
@@ -58,6 +60,12 @@ def _prepare_inputs(images: jax.Array, key: jax.Array, transform: Transform | No
     return images.astype(jnp.float32)
 
 
+def step_keys(rng: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The (augmentation, dropout) keys of step ``step``: ``fold_in(rng, step)``, then one tag each."""
+    step_key = jax.random.fold_in(rng, step)
+    return jax.random.fold_in(step_key, _AUGMENT_STREAM), jax.random.fold_in(step_key, _DROPOUT_STREAM)
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -65,23 +73,26 @@ def train_step(
     loss: str = "cross_entropy",
     transform: Transform | None = None,
     batch_sharding: Any = None,
+    keys: tuple[jax.Array, jax.Array] | None = None,
+    unravel: Callable[[jax.Array], Any] | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step: augment, forward in train mode, backward, update.
 
-    The step's keys are ``fold_in(state.rng, state.step)`` (then one tag each for augmentation and
-    dropout), so the numbers depend only on the seed and the step count.
+    The step's keys are ``step_keys(state.rng, state.step)`` (``keys``, when given, must be those), so
+    the numbers depend only on the seed and the step count. With ``unravel``, ``state.params`` is the
+    parameters raveled (``train_chunk``'s form) and ``unravel`` maps them back to the model's tree.
     """
-    step_key = jax.random.fold_in(state.rng, state.step)
+    augment_key, dropout_key = step_keys(state.rng, state.step) if keys is None else keys
     images, targets = batch["image"], batch["label"]
     if batch_sharding is not None:
         images = jax.lax.with_sharding_constraint(images, batch_sharding)
         targets = jax.lax.with_sharding_constraint(targets, batch_sharding)
-    inputs = _prepare_inputs(images, jax.random.fold_in(step_key, _AUGMENT_STREAM), transform)
-    dropout_key = jax.random.fold_in(step_key, _DROPOUT_STREAM)
+    inputs = _prepare_inputs(images, augment_key, transform)
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Any]]:
+        tree = params if unravel is None else unravel(params)
         outputs, updates = state.apply_fn(
-            state.variables(params), inputs, train=True, rngs={"dropout": dropout_key}, mutable=["batch_stats"]
+            state.variables(tree), inputs, train=True, rngs={"dropout": dropout_key}, mutable=["batch_stats"]
         )
         outputs = outputs.astype(jnp.float32)
         losses = per_example_loss(outputs, targets, loss)
@@ -127,19 +138,45 @@ def train_chunk(
     loss: str = "cross_entropy",
     transform: Transform | None = None,
     batch_sharding: Any = None,
+    flat_params: bool = False,
 ) -> tuple[TrainState, Metrics]:
     """``len(indices)`` train steps in one ``lax.scan``; batch ``i`` is ``images[indices[i]]``.
 
-    ``images``/``labels`` are the whole split on the device; only indices travel per chunk.
+    ``images``/``labels`` are the whole split on the device; only indices travel per chunk. The steps'
+    keys are drawn for the whole chunk before the loop. ``flat_params``: the loop carries the parameters
+    raveled into one vector, so that the optimizer updates them all in one fused pass; it needs an
+    optimizer that works on the raveled vector (``optax.flatten(...)``, as ``make_optimizer`` builds
+    it unless ``config.fsdp``). The numbers are the same either way.
     """
+    steps = state.step + jnp.arange(indices.shape[0], dtype=state.step.dtype)
+    keys = jax.vmap(step_keys, in_axes=(None, 0))(state.rng, steps)
+    unravel = None
+    if flat_params:
+        vector, unravel_vector = ravel_pytree(state.params)
+        raveled = {_RAVELED: vector}  # a dict, as flax's apply_gradients expects
+        if jax.tree.structure(jax.eval_shape(state.tx.init, raveled)) != jax.tree.structure(state.opt_state):
+            raise ValueError(
+                "flat_params=True needs an optimizer that runs on the raveled parameter vector, e.g. "
+                "optax.flatten(tx) (make_optimizer builds one unless config.fsdp); this optimizer's state "
+                "is laid out like the parameter tree"
+            )
+        state = state.replace(params=raveled)
 
-    def body(carry: tuple[TrainState, Metrics], batch_indices: jax.Array) -> tuple[tuple[TrainState, Metrics], None]:
+        def unravel(params: dict[str, jax.Array]) -> Any:
+            return unravel_vector(params[_RAVELED])
+
+    def body(carry: tuple[TrainState, Metrics], xs: tuple[jax.Array, Any]) -> tuple[tuple[TrainState, Metrics], None]:
         state, sums = carry
+        batch_indices, step_keys_ = xs
         batch = {"image": jnp.take(images, batch_indices, axis=0), "label": jnp.take(labels, batch_indices, axis=0)}
-        state, metrics = train_step(state, batch, loss=loss, transform=transform, batch_sharding=batch_sharding)
+        state, metrics = train_step(
+            state, batch, loss=loss, transform=transform, batch_sharding=batch_sharding, keys=step_keys_, unravel=unravel
+        )
         return (state, _add(sums, metrics)), None
 
-    (state, sums), _ = jax.lax.scan(body, (state, _zeros_like_metrics(loss)), indices)
+    (state, sums), _ = jax.lax.scan(body, (state, _zeros_like_metrics(loss)), (indices, keys))
+    if unravel is not None:
+        state = state.replace(params=unravel(state.params))
     return state, sums
 
 
@@ -178,7 +215,7 @@ def summarize(sums: dict[str, Any]) -> dict[str, float]:
 class StepFunctions:
     """The jitted functions of one run: built once, compiled on first use, reused every epoch.
 
-    ``train_chunk`` and ``train_step`` donate the state. ``loss`` is ``"cross_entropy"`` or
+    ``train_chunk`` and ``train_step`` donate the state; ``flat_params`` is ``train_chunk``'s. ``loss`` is ``"cross_entropy"`` or
     ``"mse"``; ``train_transform``/``eval_transform`` map ``(key, uint8 images)`` to float32 inputs.
     """
 
@@ -190,14 +227,16 @@ class StepFunctions:
         eval_transform: Transform | None = None,
         batch_sharding: Any = None,
         state_sharding: Any = None,
+        flat_params: bool = False,
     ) -> None:
         _check_loss(loss)
         self.loss = loss
         train_kw = {"loss": loss, "transform": train_transform, "batch_sharding": batch_sharding}
+        chunk_kw = {**train_kw, "flat_params": flat_params}
         eval_kw = {"loss": loss, "transform": eval_transform}
         out_state = {} if state_sharding is None else {"out_shardings": (state_sharding, None)}
         self.train_step = jax.jit(functools.partial(train_step, **train_kw), donate_argnums=(0,), **out_state)
-        self.train_chunk = jax.jit(functools.partial(train_chunk, **train_kw), donate_argnums=(0,), **out_state)
+        self.train_chunk = jax.jit(functools.partial(train_chunk, **chunk_kw), donate_argnums=(0,), **out_state)
         self.eval_step = jax.jit(functools.partial(eval_step, **eval_kw))
         self.evaluate_arrays = jax.jit(functools.partial(evaluate_arrays, **eval_kw))
         self.epoch_permutation = jax.jit(epoch_permutation, static_argnums=(2,))
