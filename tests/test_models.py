@@ -145,3 +145,35 @@ def test_adaptive_avg_pool_matches_pytorch_bins():
     want = np.array([[np.mean(np.arange(25).reshape(5, 5)[a:b, c:d]) for c, d in ((0, 2), (1, 4), (3, 5))]
                      for a, b in ((0, 2), (1, 4), (3, 5))])
     np.testing.assert_allclose(np.asarray(y), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("cin", "k", "stride", "padding", "size"), [(1, 3, 1, 1, 28), (3, 5, 2, 2, 9), (8, 3, 1, 1, 3)])
+def test_conv_as_matmul_is_nn_conv(cin, k, stride, padding, size):
+    """PatchConv (im2col + one matmul) has nn.Conv's parameters, values and gradients (float64, so
+    that the two summation orders agree to round-off)."""
+    from flax import linen as nn
+
+    from spinal_jax.models.common import PatchConv
+
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.PRNGKey(0), (4, size, size, cin), jnp.float64)
+        f64 = {"param_dtype": jnp.float64, "dtype": jnp.float64}
+        patch = PatchConv(6, k, stride=stride, padding=padding, bias_init=nn.initializers.normal(1.0), **f64)
+        conv = nn.Conv(6, (k, k), strides=(stride, stride), padding=((padding, padding), (padding, padding)), **f64)
+        params = patch.init(jax.random.PRNGKey(1), x)
+        assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x))
+
+        def loss(module, p, x):
+            return jnp.sum(jnp.sin(module.apply(p, x)))
+
+        np.testing.assert_allclose(patch.apply(params, x), conv.apply(params, x), rtol=1e-12, atol=1e-12)
+        for a, b in zip(jax.grad(loss, argnums=(1, 2))(patch, params, x),
+                        jax.grad(loss, argnums=(1, 2))(conv, params, x), strict=True):
+            jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-11, atol=1e-11), a, b)
+
+
+def test_conv_as_matmul_rejects_a_kernel_larger_than_the_input():
+    from spinal_jax.models.common import conv_as_matmul
+
+    with pytest.raises(ValueError, match="does not fit"):
+        conv_as_matmul(jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 4)))

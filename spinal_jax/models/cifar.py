@@ -127,7 +127,7 @@ class CifarBasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        def conv(name: str, cin: int, stride: int) -> nn.Conv:
+        def conv(name: str, cin: int, stride: int) -> nn.Module:
             return torch_conv(
                 self.cout,
                 cin,

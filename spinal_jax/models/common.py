@@ -103,18 +103,25 @@ def torch_dense(
     )
 
 
-#: Convolutions with at most this many input channels run as ``PatchConv`` (patches x matmul). On an
-#: H100 cuDNN pads a 1-channel input to 8 channels and takes a slow non-tensor-core weight-gradient
-#: kernel for it (PERF_NOTES.md); a patch matrix of k*k columns avoids both. 0 = always ``nn.Conv``.
+#: Convolutions with at most this many input channels run as im2col + matmul (``conv_as_matmul``). On
+#: an H100 cuDNN pads a 1-channel input to 8 channels and takes a slow non-tensor-core weight-gradient
+#: kernel for it (PERF_NOTES.md); a patch matrix of k*k columns avoids both. 0 = never for this reason.
 PATCH_CONV_MAX_CHANNELS = 1
 
+#: Convolutions on input maps of at most this many pixels (H*W) run as im2col + matmul too: on the
+#: VGG-5's 3x3 maps three GEMMs beat cuDNN's kernels with their padding and layout transposes
+#: (PERF_NOTES.md). 0 = never for this reason.
+MATMUL_CONV_MAX_PIXELS = 9
 
-class PatchConv(nn.Module):
-    """A 2-D convolution (NHWC, HWIO kernel, symmetric zero padding) as im2col + one matmul.
 
-    Same parameters (``kernel`` (k, k, Cin, Cout), ``bias`` (Cout,)) and the same function as
-    ``nn.Conv(features, (k, k), strides=(stride, stride), padding=((p, p), (p, p)))``; meant for
-    inputs with very few channels, where the patch matrix (k*k*Cin columns) is small.
+class TorchConv(nn.Module):
+    """``torch.nn.Conv2d`` on NHWC input: HWIO ``kernel`` (k, k, Cin, Cout), optional ``bias`` (Cout,),
+    square kernel, one stride, symmetric zero padding (the parameters ``nn.Conv`` would have).
+
+    ``method``: ``"auto"`` computes by im2col + one matmul (``conv_as_matmul``) for inputs with at most
+    ``PATCH_CONV_MAX_CHANNELS`` channels or at most ``MATMUL_CONV_MAX_PIXELS`` pixels, and by
+    ``lax.conv_general_dilated`` otherwise; ``"matmul"`` and ``"xla"`` force one. The same function
+    either way (up to the summation order).
     """
 
     features: int
@@ -126,29 +133,50 @@ class PatchConv(nn.Module):
     bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    method: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.method not in ("auto", "matmul", "xla"):
+            raise ValueError(f"TorchConv: method must be 'auto', 'matmul' or 'xla', got {self.method!r}")
         k, st, p = self.kernel_size, self.stride, self.padding
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (k, k, cin, self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if p:
-            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        h, w = x.shape[1:3]
-        ho, wo = (h - k) // st + 1, (w - k) // st + 1
-        if ho < 1 or wo < 1:
-            raise ValueError(f"PatchConv: a {k}x{k} kernel does not fit a {h}x{w} (padded) input")
-        taps = [
-            jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + st * (ho - 1) + 1, j + st * (wo - 1) + 1, cin),
-                          (1, st, st, 1))
-            for i in range(k)
-            for j in range(k)
-        ]
-        patches = jnp.concatenate(taps, axis=-1)  # (N, Ho, Wo, k*k*Cin) in the kernel's (i, j, c) order
-        y = jnp.dot(patches, kernel.reshape(k * k * cin, self.features))
+        small = cin <= PATCH_CONV_MAX_CHANNELS or x.shape[1] * x.shape[2] <= MATMUL_CONV_MAX_PIXELS
+        if self.method == "matmul" or (self.method == "auto" and small):
+            y = conv_as_matmul(x, kernel, st, p)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (st, st), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
         return y if bias is None else y + bias
+
+
+#: ``TorchConv`` computed by im2col + matmul whatever the input.
+PatchConv = functools.partial(TorchConv, method="matmul")
+
+
+def conv_as_matmul(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
+    """NHWC ``x`` convolved with the HWIO ``kernel`` (square, symmetric zero ``padding``) as im2col +
+    one matmul: the ``k*k`` shifted views of ``x`` concatenated along channels, times the kernel
+    reshaped to ``(k*k*Cin, Cout)``."""
+    k, cin = kernel.shape[0], kernel.shape[2]
+    if padding:
+        x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    h, w = x.shape[1:3]
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"conv_as_matmul: a {k}x{k} kernel does not fit a {h}x{w} (padded) input")
+    taps = [
+        jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, cin),
+                      (1, stride, stride, 1))
+        for i in range(k)
+        for j in range(k)
+    ]
+    patches = jnp.concatenate(taps, axis=-1)  # (N, Ho, Wo, k*k*Cin) in the kernel's (i, j, c) order
+    return jnp.dot(patches, kernel.reshape(k * k * cin, kernel.shape[3]))
 
 
 def torch_conv(
@@ -163,27 +191,14 @@ def torch_conv(
     kernel_init: nn.initializers.Initializer | None = None,
     zero_bias: bool = False,
     dtype: Dtype | None = None,
-) -> nn.Conv:
-    """``nn.Conv`` with PyTorch's padding semantics and ``torch.nn.Conv2d``'s default init
-    (``PatchConv``, the same function and parameters, for inputs of ``PATCH_CONV_MAX_CHANNELS`` or fewer)."""
+) -> TorchConv:
+    """``TorchConv`` with ``torch.nn.Conv2d``'s default init (or ``kernel_init``; ``zero_bias``)."""
     fan_in = in_features * kernel * kernel
-    if in_features <= PATCH_CONV_MAX_CHANNELS:
-        return PatchConv(
-            features,
-            kernel,
-            stride=stride,
-            padding=padding,
-            use_bias=use_bias,
-            kernel_init=kernel_init or torch_kernel_init,
-            bias_init=nn.initializers.zeros_init() if zero_bias else torch_bias_init(fan_in),
-            dtype=dtype,
-            name=name,
-        )
-    return nn.Conv(
+    return TorchConv(
         features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
+        kernel,
+        stride=stride,
+        padding=padding,
         use_bias=use_bias,
         kernel_init=kernel_init or torch_kernel_init,
         bias_init=nn.initializers.zeros_init() if zero_bias else torch_bias_init(fan_in),
@@ -299,14 +314,17 @@ def mnist_vgg_conv_init(out_channels: int, kernel: int = 3) -> nn.initializers.I
 
 __all__ = [
     "HEADS",
+    "MATMUL_CONV_MAX_PIXELS",
     "PATCH_CONV_MAX_CHANNELS",
     "PatchConv",
+    "TorchConv",
     "adaptive_avg_pool",
     "batch_norm",
     "check_head",
     "check_head_and_classes",
     "check_images",
     "check_num_classes",
+    "conv_as_matmul",
     "dropout2d",
     "flatten_nchw",
     "kaiming_normal_fan_out",

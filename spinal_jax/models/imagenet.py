@@ -198,7 +198,7 @@ class VGG19BN(nn.Module):
         return {"torchvision": entries}
 
 
-def _tv_conv(features: int, cin: int, k: int, stride: int, name: str, dtype: Any) -> nn.Conv:
+def _tv_conv(features: int, cin: int, k: int, stride: int, name: str, dtype: Any) -> nn.Module:
     return torch_conv(
         features,
         cin,
