@@ -7,16 +7,21 @@ the model's building blocks:
 
 - ``before``: ``flax.linen.max_pool`` (reduce_window; its gradient is a select_and_scatter), the
   two-pass BatchNorm statistics (autodiff gradient), the spinal chain as a while loop, the first
-  convolution by cuDNN and Adam per parameter tensor, as the library had them before the tuning log
-  in PERF_NOTES.md;
+  convolution by cuDNN, Adam per parameter tensor and the parameter tree carried through the chunk's
+  loop, as the library had them before the tuning log in PERF_NOTES.md;
 - ``pool``: ``before`` with the library's max pool;
 - ``bn``: ``pool`` with one-pass BatchNorm statistics (two sums, autodiff gradient);
 - ``unroll``: ``bn`` with the spinal chain written out layer by layer (``layers.SCAN_UNROLL_MAX = 16``);
 - ``lib``: the library as it is.
 
-Modifiers joined with ``+`` (``lib+treeadam``) put back one old piece: ``cudnnconv`` (the 1-channel first
-convolution by cuDNN, not ``PatchConv``), ``treeadam`` (Adam per parameter tensor, not ``optax.flatten``),
-``autodiffbn`` (one-pass statistics as two sums and autodiff's gradient, not ``batch_norm_train``'s).
+Modifiers joined with ``+`` (``lib+treeadam``) put back one old piece: ``treeadam`` (Adam per
+parameter tensor, not ``optax.flatten``, with the tree carry below), ``treecarry`` (``train_chunk``
+carrying the parameter tree and drawing each step's keys inside the loop, not the raveled carry with
+the keys drawn first), ``autodiffbn`` (one-pass statistics as two sums and autodiff's gradient, not
+``batch_norm_train``'s), ``cudnnconv`` (every convolution by cuDNN: neither the 1-channel first one
+nor those on 3x3 maps as im2col + matmul), ``xlaconv`` (the convolutions on 3x3 maps by cuDNN,
+``common.MATMUL_CONV_MAX_PIXELS`` = 0). ``matmul49`` tries a new piece instead: the convolutions on
+7x7 maps as im2col + matmul too.
 
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
 ``--tag`` naming the set. Results are appended as JSON lines to ``--out``.
@@ -47,7 +52,7 @@ from kernel_profile import kernel_table
 
 from spinal_jax import layers, normalization, parallel
 from spinal_jax.models import common, mnist
-from spinal_jax.train import apply_overrides, load_config, loop, schedules
+from spinal_jax.train import apply_overrides, load_config, loop, schedules, steps
 
 
 def _reduce_window_max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0) -> jax.Array:
@@ -80,16 +85,21 @@ def _autodiff_batch_norm(statistics):
     return batch_norm_train
 
 
-_LIBRARY_ADAM = schedules._torch_adam
+def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_sharding, flat_params):
+    """``steps.train_chunk`` before the raveled carry: the parameter tree carried through the loop and
+    each step's keys drawn inside it (``flat_params`` ignored)."""
 
+    def body(carry, batch_indices):
+        state, sums = carry
+        batch = {"image": jnp.take(images, batch_indices, axis=0), "label": jnp.take(labels, batch_indices, axis=0)}
+        state, metrics = steps.train_step(state, batch, loss=loss, transform=transform, batch_sharding=batch_sharding)
+        return (state, steps._add(sums, metrics)), None
 
-def _tree_adam(learning_rate, b1, b2, eps, weight_decay, flat):
-    """The library's Adam with one update per parameter tensor (before ``optax.flatten``)."""
-    return _LIBRARY_ADAM(learning_rate, b1, b2, eps, weight_decay, flat=False)
+    return jax.lax.scan(body, (state, steps._zeros_like_metrics(loss)), indices)[0]
 
 
 _BASES = ("before", "pool", "bn", "unroll", "lib")
-_MODIFIERS = ("cudnnconv", "treeadam", "autodiffbn")
+_MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49")
 
 
 @contextlib.contextmanager
@@ -97,7 +107,8 @@ def variant(name: str) -> Iterator[None]:
     """Patch the model's building blocks to ``name``'s versions while the run is built and traced
     (see the module docstring)."""
     saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
-             common.PATCH_CONV_MAX_CHANNELS, schedules._torch_adam)
+             common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
+             steps.train_chunk)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS]
     if unknown:
@@ -113,14 +124,21 @@ def variant(name: str) -> Iterator[None]:
         layers.SCAN_UNROLL_MAX = 16 if parts[0] == "unroll" else 0
     if old or "cudnnconv" in parts:
         common.PATCH_CONV_MAX_CHANNELS = 0
+    if old or "cudnnconv" in parts or "xlaconv" in parts:
+        common.MATMUL_CONV_MAX_PIXELS = 0
     if old or "treeadam" in parts:
-        schedules._torch_adam = _tree_adam
+        schedules.updates_one_vector = lambda config: False
+    if old or "treeadam" in parts or "treecarry" in parts:
+        steps.train_chunk = _tree_chunk
+    if "matmul49" in parts:
+        common.MATMUL_CONV_MAX_PIXELS = 49
     layers.batch_norm_train = normalization.batch_norm_train
     try:
         yield
     finally:
         (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
-         common.PATCH_CONV_MAX_CHANNELS, schedules._torch_adam) = saved
+         common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
+         steps.train_chunk) = saved
         layers.batch_norm_train = normalization.batch_norm_train
 
 
