@@ -74,7 +74,7 @@ def train_step(
     transform: Transform | None = None,
     batch_sharding: Any = None,
     keys: tuple[jax.Array, jax.Array] | None = None,
-    unravel: Callable[[jax.Array], Any] | None = None,
+    unravel: Callable[[Any], Any] | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step: augment, forward in train mode, backward, update.
 
@@ -215,8 +215,9 @@ def summarize(sums: dict[str, Any]) -> dict[str, float]:
 class StepFunctions:
     """The jitted functions of one run: built once, compiled on first use, reused every epoch.
 
-    ``train_chunk`` and ``train_step`` donate the state; ``flat_params`` is ``train_chunk``'s. ``loss`` is ``"cross_entropy"`` or
-    ``"mse"``; ``train_transform``/``eval_transform`` map ``(key, uint8 images)`` to float32 inputs.
+    ``train_chunk`` and ``train_step`` donate the state; ``flat_params`` is ``train_chunk``'s. ``loss`` is
+    ``"cross_entropy"`` or ``"mse"``; ``train_transform``/``eval_transform`` map ``(key, uint8 images)`` to
+    float32 inputs.
     """
 
     def __init__(
