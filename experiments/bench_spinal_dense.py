@@ -202,15 +202,15 @@ def main(argv=None) -> dict:
             profiles[name] = profile_model(model, sz["d"], sz["batch"], features, key)
     comp = []
     d0, w0, b0 = (32, 8, 16) if args.quick else (256, 128, 100)
-    for L in depths:
+    def compile_form(form: str, L: int) -> tuple[float, float]:
         if args.quick:  # in this process (CPU smoke test)
-            st_s, st_lower = compile_time(_FORMS["stacked"](L, w0, features), d0, b0, features, key)
-            sp_s, sp_lower = compile_time(_FORMS["spinal"](L, w0, features), d0, b0, features, key)
-            nv_s, nv_lower = compile_time(_FORMS["naive"](L, w0, features), d0, b0, features, key)
-        else:
-            st_s, st_lower = compile_time_fresh("stacked", L, d0, w0, b0, features)
-            sp_s, sp_lower = compile_time_fresh("spinal", L, d0, w0, b0, features)
-            nv_s, nv_lower = compile_time_fresh("naive", L, d0, w0, b0, features)
+            return compile_time(_FORMS[form](L, w0, features), d0, b0, features, key)
+        return compile_time_fresh(form, L, d0, w0, b0, features)
+
+    for L in depths:
+        st_s, st_lower = compile_form("stacked", L)
+        sp_s, sp_lower = compile_form("spinal", L)
+        nv_s, nv_lower = compile_form("naive", L)
         comp.append(dict(L=L, stacked_s=st_s, stacked_lower_s=st_lower, spinal_s=sp_s,
                          spinal_lower_s=sp_lower, naive_s=nv_s, naive_lower_s=nv_lower))
     dev = jax.devices()[0]

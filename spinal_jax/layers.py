@@ -132,14 +132,9 @@ def _rest_layers(
             kern, bias = _take_layers(kern, idx), _take_layers(bias, idx)
         bn = _bn_tuple(params, batch_stats, "bn_stack") if batch_norm else None
         return kern, bias, bn
-    hidden = [params[f"hidden_{plan.reuse[k]}"] for k in range(1, L)]
-    kern = jnp.stack([p["kernel"] for p in hidden])
-    bias = jnp.stack([p["bias"] for p in hidden])
-    bn = None
-    if batch_norm:
-        per_layer = [_bn_tuple(params, batch_stats, f"bn_{k}") for k in range(1, L)]
-        bn = tuple(jnp.stack(leaves) for leaves in zip(*per_layer, strict=True))
-    return kern, bias, bn
+    kerns, biases, bns = zip(*(_layer_params(params, batch_stats, plan, k, batch_norm) for k in range(1, L)), strict=True)
+    bn = tuple(jnp.stack(leaves) for leaves in zip(*bns, strict=True)) if batch_norm else None
+    return jnp.stack(kerns), jnp.stack(biases), bn
 
 
 def _output(params: Mapping[str, Any], hcat: Array, dtype: Any) -> Array:

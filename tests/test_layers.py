@@ -443,7 +443,7 @@ def test_stacked_equals_per_layer(kwargs, num_layers, chain):
 
 
 @pytest.mark.parametrize("stack", [False, True])
-def test_written_out_chain_equals_loop(stack):
+def test_written_out_chain_equals_loop(stack, monkeypatch):
     """The written-out chain and the scan loop compute the same function, dropout masks included:
     outputs, gradients and running statistics (weight sharing, BatchNorm, both dropouts)."""
     layer = SpinalDense(5, 4, 6, num_splits=3, batch_norm=True, dropout_rate=0.3, output_dropout_rate=0.2,
@@ -461,12 +461,8 @@ def test_written_out_chain_equals_loop(stack):
         return aux, grads
 
     written = run()
-    saved = layers.SCAN_UNROLL_MAX
-    layers.SCAN_UNROLL_MAX = 0
-    try:
-        looped = run()
-    finally:
-        layers.SCAN_UNROLL_MAX = saved
+    monkeypatch.setattr(layers, "SCAN_UNROLL_MAX", 0)
+    looped = run()
     (aux_w, (gp_w, gx_w)), (aux_l, (gp_l, gx_l)) = written, looped
     gp_w, gp_l = unstack_layers(gp_w), unstack_layers(gp_l)
     _pop_round_off_bias_grads((gp_w, gp_l), 6)
