@@ -20,7 +20,11 @@ carrying the parameter tree and drawing each step's keys inside the loop, not th
 the keys drawn first), ``autodiffbn`` (one-pass statistics as two sums and autodiff's gradient, not
 ``batch_norm_train``'s), ``cudnnconv`` (every convolution by cuDNN: neither the 1-channel first one
 nor those on 3x3 maps as im2col + matmul), ``xlaconv`` (the convolutions on 3x3 maps by cuDNN,
-``common.MATMUL_CONV_MAX_PIXELS`` = 0). ``matmul49`` tries a new piece instead: the convolutions on
+``common.MATMUL_CONV_MAX_PIXELS`` = 0), ``inputpool`` (the block's last ReLU separate from its 2x2 max
+pool, whose backward re-reads the pool's input instead of the forward's argmax), ``xlasums``
+(BatchNorm's column sums by XLA's reduction everywhere, not ``column_sums``' Pallas kernel),
+``separaterelu`` (the ReLU after a BatchNorm as its own op, not inside BatchNorm's custom gradient);
+``pallas64`` tries the kernel also on inputs of 64 rows and more (the heads' BatchNorm1d). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -50,15 +55,16 @@ import numpy as np
 from flax import linen as nn
 from kernel_profile import kernel_table
 
-from spinal_jax import layers, normalization, parallel
+from spinal_jax import column_sums, layers, normalization, parallel
 from spinal_jax.models import common, mnist
 from spinal_jax.train import apply_overrides, load_config, loop, schedules, steps
 
 
-def _reduce_window_max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0) -> jax.Array:
+def _reduce_window_max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0,
+                            relu: bool = False) -> jax.Array:
     stride = kernel if stride is None else stride
     pad = ((padding, padding), (padding, padding))
-    return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=pad)
+    return nn.max_pool(nn.relu(x) if relu else x, (kernel, kernel), strides=(stride, stride), padding=pad)
 
 
 def _two_pass_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -78,11 +84,55 @@ def _one_pass_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _autodiff_batch_norm(statistics):
-    def batch_norm_train(x, scale, bias, epsilon, dtype):
+    def batch_norm_train(x, scale, bias, epsilon, dtype, relu=False):
         mean, var = statistics(x)
-        return normalization.normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var
+        y = normalization.normalize(x, mean, var, scale, bias, epsilon, dtype)
+        return (nn.relu(y) if relu else y), mean, var
 
     return batch_norm_train
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _input_residual_pool(x, k):
+    return common._tiled_max_pool(x, k, False)
+
+
+def _input_residual_pool_fwd(x, k):
+    out = _input_residual_pool(x, k)
+    return out, (x, out)
+
+
+def _input_residual_pool_bwd(k, res, g):
+    x, out = res
+    n, h, w, c = x.shape
+    ho, wo = out.shape[1:3]
+    taken = jnp.zeros(out.shape, bool)
+    grads = []
+    for v in common._window_candidates(x, k):
+        hit = (v == out) & ~taken
+        taken = taken | hit
+        grads.append(jnp.where(hit, g, jnp.zeros((), g.dtype)))
+    dx = jnp.stack(grads, axis=-2).reshape(n, ho, wo, k, k, c)
+    dx = jnp.transpose(dx, (0, 1, 3, 2, 4, 5)).reshape(n, ho * k, wo * k, c)
+    return (jnp.pad(dx, ((0, 0), (0, h - ho * k), (0, w - wo * k), (0, 0))),)
+
+
+_input_residual_pool.defvjp(_input_residual_pool_fwd, _input_residual_pool_bwd)
+
+
+def _separate_relu_max_pool(x, kernel, stride=None, padding=0, relu=False):
+    """The 2x2 pool of the library before session 5: ReLU separate, the backward re-reading the input."""
+    return _input_residual_pool(nn.relu(x) if relu else x, kernel)
+
+
+def _relu_after(batch_norm_train):
+    """BatchNorm's ReLU as a separate op after it (the library before session 5)."""
+
+    def separate(x, scale, bias, epsilon, dtype, relu=False):
+        y, mean, var = batch_norm_train(x, scale, bias, epsilon, dtype)
+        return (nn.relu(y) if relu else y), mean, var
+
+    return separate
 
 
 def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_sharding, flat_params):
@@ -99,7 +149,8 @@ def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_shardi
 
 
 _BASES = ("before", "pool", "bn", "unroll", "lib")
-_MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49")
+_MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
+              "separaterelu", "pallas64")
 
 
 @contextlib.contextmanager
@@ -108,7 +159,7 @@ def variant(name: str) -> Iterator[None]:
     (see the module docstring)."""
     saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
              common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
-             steps.train_chunk)
+             steps.train_chunk, column_sums.PALLAS_MIN_ROWS)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS]
     if unknown:
@@ -130,6 +181,14 @@ def variant(name: str) -> Iterator[None]:
         schedules.updates_one_vector = lambda config: False
     if old or "treeadam" in parts or "treecarry" in parts:
         steps.train_chunk = _tree_chunk
+    if old or "xlasums" in parts:
+        column_sums.PALLAS_MIN_ROWS = 1 << 62
+    if "pallas64" in parts:
+        column_sums.PALLAS_MIN_ROWS = 64
+    if old or "separaterelu" in parts:
+        normalization.batch_norm_train = _relu_after(normalization.batch_norm_train)
+    if (old and parts[0] != "before") or "inputpool" in parts:
+        mnist.max_pool = _separate_relu_max_pool
     if "matmul49" in parts:
         common.MATMUL_CONV_MAX_PIXELS = 49
     layers.batch_norm_train = normalization.batch_norm_train
@@ -138,7 +197,7 @@ def variant(name: str) -> Iterator[None]:
     finally:
         (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
          common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
-         steps.train_chunk) = saved
+         steps.train_chunk, column_sums.PALLAS_MIN_ROWS) = saved
         layers.batch_norm_train = normalization.batch_norm_train
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from spinal_jax import column_sums
 
 
 def _stats_dtype(dtype: Any) -> Any:
@@ -15,14 +18,19 @@ def _stats_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _column_sums(a: jnp.ndarray, b: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Sums of ``a`` and ``b`` over every axis but the last, as one reduction of the two stacked.
+def _shifted_sums(arrays: Sequence[jnp.ndarray], vectors: Sequence[jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
+    (x,), (shift,) = arrays, vectors
+    d = x.astype(shift.dtype) - shift
+    return d, jnp.square(d)
 
-    On GPUs XLA splits a long reduction into a partial and a final kernel per output; stacking the two
-    operands makes the pair one partial and one final kernel instead of one partial and two finals.
-    """
-    sums = jnp.sum(jnp.stack([a, b], axis=-2), axis=tuple(range(a.ndim - 1)))
-    return sums[0], sums[1]
+
+def _statistics(x: jnp.ndarray, sums: Callable[..., tuple[jnp.ndarray, jnp.ndarray]]) -> tuple[jnp.ndarray, jnp.ndarray]:
+    rows = x.reshape(-1, x.shape[-1])
+    shift = jax.lax.stop_gradient(rows[0].astype(_stats_dtype(x.dtype)))
+    sum_d, sum_d2 = sums(_shifted_sums, [rows], [shift])
+    mean_d = sum_d / rows.shape[0]
+    var = jnp.maximum(sum_d2 / rows.shape[0] - jnp.square(mean_d), 0.0)
+    return mean_d + shift, var
 
 
 def batch_norm_statistics(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -31,16 +39,11 @@ def batch_norm_statistics(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     One pass over ``x`` (the sums of ``x - k`` and its square in one fused reduction) instead of
     two, with a per-feature shift ``k`` (the first example's value, gradient stopped) so that the
     variance does not cancel when the mean is large: ``var = E[(x-k)^2] - E[x-k]^2`` is exact for any
-    constant ``k`` and loses little precision when ``k`` is near the mean.
+    constant ``k`` and loses little precision when ``k`` is near the mean. (Train-mode BatchNorm takes
+    the same numbers through ``column_sums``, its GPU kernel included; this form is XLA's and
+    differentiable.)
     """
-    x32 = x.astype(_stats_dtype(x.dtype))
-    count = x.size // x.shape[-1]
-    shift = jax.lax.stop_gradient(x32.reshape(-1, x.shape[-1])[0])
-    d = x32 - shift
-    sum_d, sum_d2 = _column_sums(d, jnp.square(d))
-    mean_d = sum_d / count
-    var = jnp.maximum(sum_d2 / count - jnp.square(mean_d), 0.0)
-    return mean_d + shift, var
+    return _statistics(x, column_sums.xla_column_sums)
 
 
 def normalize(
@@ -54,47 +57,71 @@ def normalize(
 ) -> jnp.ndarray:
     """``(x - mean) / sqrt(var + epsilon) * scale + bias`` computed in (at least) float32, returned as ``dtype``."""
     f = _stats_dtype(x.dtype)
-    inv = jnp.reciprocal(jnp.sqrt(var + epsilon)) * scale.astype(f)
-    y = (x.astype(f) - mean) * inv + bias.astype(f)
-    return y.astype(dtype)
+    return _affine(x, mean, _inverse_std(var, epsilon) * scale.astype(f), bias.astype(f)).astype(dtype)
+
+
+def _inverse_std(var: jnp.ndarray, epsilon: float) -> jnp.ndarray:
+    return jnp.reciprocal(jnp.sqrt(var + epsilon))
+
+
+def _affine(x: jnp.ndarray, mean: jnp.ndarray, inv_scale: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+    return (x.astype(mean.dtype) - mean) * inv_scale + bias
+
+
+def _relu_gate(dy: jnp.ndarray, x: jnp.ndarray, mean: jnp.ndarray, inv_scale: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+    """``dy`` where ReLU's input, the normalised ``x`` recomputed as the forward has it, is positive; else 0."""
+    y = _affine(x, mean, inv_scale, bias).astype(dy.dtype)
+    return jnp.where(y > 0, dy, jnp.zeros((), dy.dtype))
 
 
 def _batch_norm_train_forward(
-    x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: float, dtype: Any
+    x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: float, dtype: Any, relu: bool
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    mean, var = batch_norm_statistics(x)
-    return normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var
+    mean, var = _statistics(x, column_sums.column_sums)
+    y = normalize(x, mean, var, scale, bias, epsilon, dtype)
+    return (jax.nn.relu(y) if relu else y), mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def batch_norm_train(
-    x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: float, dtype: Any
+    x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, epsilon: float, dtype: Any, relu: bool = False
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Train-mode BatchNorm: ``(normalised x as dtype, batch mean, biased batch variance)``.
+    """Train-mode BatchNorm: ``(normalised x as dtype, batch mean, biased batch variance)``; with
+    ``relu``, the first output is ``relu`` of the normalised ``x``.
 
-    The same function as ``batch_norm_statistics`` then ``normalize``, with a hand-written gradient:
-    ``dx = scale / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))`` with both sums in one reduction
-    (autodiff of the composition takes more reduction kernels on GPUs). Gradients reaching the returned
-    mean and variance are included.
+    The same function as ``batch_norm_statistics`` then ``normalize`` (then ``nn.relu``), with a
+    hand-written gradient: ``dx = scale / sigma * (g - mean(g) - xhat * mean(g * xhat))``, ``g`` the
+    incoming gradient (where the normalised ``x`` is positive, with ``relu``), both sums in one
+    reduction (``column_sums``: autodiff of the composition takes more reduction kernels on GPUs).
+    Gradients reaching the returned mean and variance are included.
     """
-    return _batch_norm_train_forward(x, scale, bias, epsilon, dtype)
+    return _batch_norm_train_forward(x, scale, bias, epsilon, dtype, relu)
 
 
-def _batch_norm_train_fwd(x, scale, bias, epsilon, dtype):
-    y, mean, var = _batch_norm_train_forward(x, scale, bias, epsilon, dtype)
-    return (y, mean, var), (x, scale, mean, var)
+def _batch_norm_train_fwd(x, scale, bias, epsilon, dtype, relu):
+    y, mean, var = _batch_norm_train_forward(x, scale, bias, epsilon, dtype, relu)
+    return (y, mean, var), (x, scale, bias, mean, var)
 
 
-def _batch_norm_train_bwd(epsilon, dtype, res, cotangents):
-    x, scale, mean, var = res
+def _gradient_sums(arrays: Sequence[jnp.ndarray], vectors: Sequence[jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
+    # vectors: (mean, inv) or, behind a ReLU, (mean, inv, inv * scale, bias)
+    (dy, x), (mean, inv, *relu_affine) = arrays, vectors
+    g = (_relu_gate(dy, x, mean, *relu_affine) if relu_affine else dy).astype(mean.dtype)
+    return g, g * ((x.astype(mean.dtype) - mean) * inv)
+
+
+def _batch_norm_train_bwd(epsilon, dtype, relu, res, cotangents):
+    x, scale, bias, mean, var = res
     dy, dmean, dvar = cotangents
     count = x.size // x.shape[-1]
-    inv = jnp.reciprocal(jnp.sqrt(var + epsilon))
     f = _stats_dtype(x.dtype)
+    inv = _inverse_std(var, epsilon)
+    relu_affine = [inv * scale.astype(f), bias.astype(f)] if relu else []
+    rows = (dy.reshape(-1, x.shape[-1]), x.reshape(-1, x.shape[-1]))
+    sum_g, sum_gx = column_sums.column_sums(_gradient_sums, rows, [mean, inv, *relu_affine])
     centred = x.astype(f) - mean
     xhat = centred * inv
-    g = dy.astype(f)
-    sum_g, sum_gx = _column_sums(g, g * xhat)
+    g = (_relu_gate(dy, x, mean, *relu_affine) if relu else dy).astype(f)
     dx = (scale.astype(f) * inv) * (g - sum_g / count - xhat * (sum_gx / count))
     dx = dx + dmean / count + centred * (2.0 * dvar / count)
     return dx.astype(x.dtype), sum_gx.astype(scale.dtype), sum_g.astype(scale.dtype)
@@ -130,11 +157,14 @@ class BatchNorm(nn.Module):
     Defaults are PyTorch's: ``momentum=0.9`` in Flax's convention (PyTorch's 0.1) and ``epsilon=1e-5``.
     Statistics are computed in float32 whatever the compute dtype. Variables: ``params`` ``scale``
     and ``bias``; ``batch_stats`` ``mean`` and ``var`` (the names ``flax.linen.BatchNorm`` uses).
+    ``relu``: return ``nn.relu`` of the result (the same numbers; in training one op whose backward
+    recomputes ReLU's mask from the BatchNorm input it reads anyway).
     """
 
     momentum: float = 0.9
     epsilon: float = 1e-5
     unbiased_running_var: bool = False
+    relu: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -146,7 +176,7 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
         if train:
-            y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.dtype or x.dtype)
+            y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.dtype or x.dtype, self.relu)
             if not self.is_initializing():
                 count = int(x.size // features)
                 ra_mean.value, ra_var.value = updated_running_stats(
@@ -154,4 +184,5 @@ class BatchNorm(nn.Module):
                     self.momentum, self.unbiased_running_var,
                 )
             return y
-        return normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, self.dtype or x.dtype)
+        y = normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, self.dtype or x.dtype)
+        return nn.relu(y) if self.relu else y

@@ -177,3 +177,43 @@ def test_conv_as_matmul_rejects_a_kernel_larger_than_the_input():
 
     with pytest.raises(ValueError, match="does not fit"):
         conv_as_matmul(jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 4)))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize(("size", "k"), [((8, 8), 2), ((7, 7), 2), ((9, 10), 3), ((3, 3), 2)])
+def test_max_pool_matches_torch_values_and_gradients(size, k, relu):
+    """common.max_pool (and max_pool(relu(x)) as one op) against torch's max_pool2d (after F.relu):
+    values and gradients bit for bit, on inputs full of ties (rounded values, ReLU zeros, all-equal
+    and all-negative windows) and on odd sizes (floor mode: trailing rows and columns get no gradient)."""
+    torch = pytest.importorskip("torch")
+    from spinal_jax.models.common import max_pool
+
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=(3, *size, 5)), 1).astype(np.float32)
+    x[0, :k, :k, :] = 0.5  # a window of equal values
+    x[1, :k, :k, :] = -1.0  # a window with no positive value
+    g = rng.normal(size=(3, size[0] // k, size[1] // k, 5)).astype(np.float32)
+
+    out, vjp = jax.vjp(lambda a: max_pool(a, k, relu=relu), jnp.asarray(x))
+    (dx,) = vjp(jnp.asarray(g))
+
+    xt = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_(True)
+    yt = torch.nn.functional.max_pool2d(torch.relu(xt) if relu else xt, k)
+    yt.backward(torch.tensor(g).permute(0, 3, 1, 2))
+    np.testing.assert_array_equal(np.asarray(out), yt.detach().permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(np.asarray(dx), xt.grad.permute(0, 2, 3, 1).numpy())
+
+
+def test_max_pool_with_relu_under_jit_and_bf16():
+    """The fused ReLU + pool keeps the input dtype and equals relu-then-pool under jit."""
+    from flax import linen as nn
+
+    from spinal_jax.models.common import max_pool
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 4)).astype(jnp.bfloat16)
+    fused = jax.jit(lambda a: max_pool(a, 2, relu=True))(x)
+    assert fused.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(fused, np.float32), np.asarray(max_pool(nn.relu(x), 2), np.float32))
+    grads = [jax.grad(lambda a, f=f: jnp.sum(f(a).astype(jnp.float32) * jnp.arange(36.0).reshape(1, 3, 3, 4)))(x)
+             for f in (lambda a: max_pool(a, 2, relu=True), lambda a: max_pool(nn.relu(a), 2))]
+    np.testing.assert_array_equal(np.asarray(grads[0], np.float32), np.asarray(grads[1], np.float32))

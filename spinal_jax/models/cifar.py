@@ -87,9 +87,7 @@ class CifarCNN(nn.Module):
             x = torch_conv(cout, cin, 3, padding=1, name=f"conv_{conv_idx}", dtype=self.dtype)(x)
             if bn_idx is not None:
                 x = batch_norm(f"bn_{bn_idx}", self.dtype)(x, train=train)
-            x = nn.relu(x)
-            if i % 2 == 1:
-                x = max_pool(x, 2)
+            x = max_pool(x, 2, relu=True) if i % 2 == 1 else nn.relu(x)
             if i == 3:
                 x = dropout2d(self.conv_dropout)(x, deterministic=not train)
         feats = flatten_nchw(x)

@@ -207,9 +207,10 @@ def torch_conv(
     )
 
 
-def batch_norm(name: str, dtype: Dtype | None = None) -> BatchNorm:
-    """PyTorch-semantics BatchNorm that, like PyTorch, keeps the unbiased variance in the running stats."""
-    return BatchNorm(unbiased_running_var=True, dtype=dtype, name=name)
+def batch_norm(name: str, dtype: Dtype | None = None, relu: bool = False) -> BatchNorm:
+    """PyTorch-semantics BatchNorm that, like PyTorch, keeps the unbiased variance in the running stats
+    (``relu``: followed by a ReLU, as one op)."""
+    return BatchNorm(unbiased_running_var=True, relu=relu, dtype=dtype, name=name)
 
 
 def _window_candidates(x: jax.Array, k: int) -> list[jax.Array]:
@@ -221,53 +222,65 @@ def _window_candidates(x: jax.Array, k: int) -> list[jax.Array]:
     return [xr[:, :, i, :, j, :] for i in range(k) for j in range(k)]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _tiled_max_pool(x: jax.Array, k: int) -> jax.Array:
+def _first_max_index(cands: list[jax.Array], out: jax.Array) -> jax.Array:
+    """Index (row-major in the window) of each window's first member equal to its maximum ``out``;
+    ``len(cands)`` where none is (a NaN window)."""
+    which = jnp.full(out.shape, len(cands), jnp.int8 if len(cands) < 127 else jnp.int32)
+    for p in reversed(range(len(cands))):
+        which = jnp.where(cands[p] == out, jnp.asarray(p, which.dtype), which)
+    return which
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _tiled_max_pool(x: jax.Array, k: int, relu: bool) -> jax.Array:
+    return _tiled_max_pool_fwd(x, k, relu)[0]
+
+
+def _tiled_max_pool_fwd(x: jax.Array, k: int, relu: bool) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     cands = _window_candidates(x, k)
     out = cands[0]
     for v in cands[1:]:
         out = jnp.maximum(out, v)
-    return out
+    which = _first_max_index(cands, out)
+    if relu:
+        # max_pool(relu(x)): a window whose maximum is not positive passes no gradient (relu's is 0 there)
+        which = jnp.where(out > 0, which, jnp.asarray(k * k, which.dtype))
+        out = jnp.maximum(out, jnp.zeros((), out.dtype))
+    return out, (which, jnp.zeros((x.shape[1], x.shape[2], 0), jnp.int8))  # the second: x's (H, W), statically
 
 
-def _tiled_max_pool_fwd(x: jax.Array, k: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    out = _tiled_max_pool(x, k)
-    return out, (x, out)
-
-
-def _tiled_max_pool_bwd(k: int, res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
+def _tiled_max_pool_bwd(k: int, relu: bool, res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
     # Like PyTorch, the whole gradient of a window goes to its first maximum in row-major order
-    # (jnp.max's own gradient would split it among tied maxima): one elementwise pass, where
-    # reduce_window's gradient is a select_and_scatter, slow on GPUs.
-    x, out = res
-    n, h, w, c = x.shape
-    ho, wo = out.shape[1:3]
-    taken = jnp.zeros(out.shape, bool)
-    grads = []
-    for v in _window_candidates(x, k):
-        hit = (v == out) & ~taken
-        taken = taken | hit
-        grads.append(jnp.where(hit, g, jnp.zeros((), g.dtype)))
-    dx = jnp.stack(grads, axis=-2).reshape(n, ho, wo, k, k, c)
-    dx = jnp.transpose(dx, (0, 1, 3, 2, 4, 5)).reshape(n, ho * k, wo * k, c)
+    # (jnp.max's own gradient would split it among tied maxima). The forward keeps only that index,
+    # so this is one broadcast select writing the input's layout directly (no transpose, no re-read
+    # of the input), where reduce_window's gradient is a select_and_scatter, slow on GPUs.
+    which, input_size = res
+    n, ho, wo, c = which.shape
+    h, w = input_size.shape[:2]
+    position = (jnp.arange(k)[:, None] * k + jnp.arange(k)[None, :]).astype(which.dtype)
+    hit = which[:, :, None, :, None, :] == position[None, None, :, None, :, None]
+    dx = jnp.where(hit, g[:, :, None, :, None, :], jnp.zeros((), g.dtype)).reshape(n, ho * k, wo * k, c)
     dx = jnp.pad(dx, ((0, 0), (0, h - ho * k), (0, w - wo * k), (0, 0)))
-    return (dx.astype(x.dtype),)
+    return (dx,)
 
 
 _tiled_max_pool.defvjp(_tiled_max_pool_fwd, _tiled_max_pool_bwd)
 
 
-def max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0) -> jax.Array:
-    """``torch.nn.MaxPool2d(kernel, stride, padding)`` (floor mode, -inf padding) on NHWC.
+def max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int = 0, relu: bool = False) -> jax.Array:
+    """``torch.nn.MaxPool2d(kernel, stride, padding)`` (floor mode, -inf padding) on NHWC; with
+    ``relu``, of ``relu(x)`` (the same as ``relu`` of the pool, values and gradients).
 
     Non-overlapping unpadded windows (``stride == kernel``, the usual 2x2 pool) take a reshape and
-    elementwise max whose gradient, as PyTorch's, goes to the first maximum of each window; other
-    pools use ``flax.linen.max_pool``.
+    elementwise max whose gradient, as PyTorch's, goes to the first maximum of each window (the
+    backward needs only that index, and with ``relu`` nothing of ``x``); other pools use
+    ``flax.linen.max_pool``.
     """
     stride = kernel if stride is None else stride
     if stride == kernel and padding == 0 and x.ndim == 4 and min(x.shape[1:3]) >= kernel:
-        return _tiled_max_pool(x, kernel)
+        return _tiled_max_pool(x, kernel, relu)
     pad = ((padding, padding), (padding, padding))
+    x = nn.relu(x) if relu else x
     return nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding=pad)
 
 

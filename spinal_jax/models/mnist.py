@@ -28,10 +28,10 @@ def _small_cnn_features(mdl: nn.Module, x: jax.Array, train: bool) -> tuple[jax.
 
     ``mdl.dropout`` is the Dropout2d rate. Returns the conv1 map (B,12,12,10) and the conv2 map (B,4,4,20).
     """
-    c1 = nn.relu(max_pool(torch_conv(10, 1, 5, name="conv1", dtype=mdl.dtype)(x), 2))
+    c1 = max_pool(torch_conv(10, 1, 5, name="conv1", dtype=mdl.dtype)(x), 2, relu=True)
     c2 = torch_conv(20, 10, 5, name="conv2", dtype=mdl.dtype)(c1)
     c2 = dropout2d(mdl.dropout)(c2, deterministic=not train)
-    return c1, nn.relu(max_pool(c2, 2))
+    return c1, max_pool(c2, 2, relu=True)
 
 
 class MnistCNN(nn.Module):
@@ -211,9 +211,11 @@ class VGG5(nn.Module):
                     name=f"{block}_conv{i}",
                     dtype=self.dtype,
                 )
-                x = nn.relu(batch_norm(f"{block}_bn{i}", self.dtype)(conv(x), train=train))
+                # conv -> BatchNorm -> ReLU; the block's last ReLU is taken by its 2x2 max pool
+                last = i == len(widths) - 1
+                x = batch_norm(f"{block}_bn{i}", self.dtype, relu=not last)(conv(x), train=train)
                 cin = w
-            x = max_pool(x, 2)
+            x = max_pool(x, 2, relu=True)
         feats = x.reshape(x.shape[0], -1)
         if self.head == "spinal":
             return self.spinal()(feats, train=train)
