@@ -9,7 +9,8 @@ several devices, whose arrays may be sharded over the rows), XLA's reduction of 
 is used. XLA splits each long column reduction into a partial and a final kernel, and its partial
 kernel runs well below the memory bandwidth on these shapes (BatchNorm's backward sums of a 78,400 x 64 bf16 input:
 20.7 us against 10.4 us for this kernel and its final sum on an H100,
-``experiments/results/column_sums_benchmark.md``).
+``experiments/results/column_sums_benchmark.md``). Setting ``PALLAS_MIN_ROWS`` to ``sys.maxsize``
+before the first trace makes every sum XLA's (e.g. where Pallas' Triton lowering is not available).
 """
 
 from __future__ import annotations
