@@ -103,10 +103,16 @@ def _batch_norm_train_fwd(x, scale, bias, epsilon, dtype, relu):
     return (y, mean, var), (x, scale, bias, mean, var)
 
 
+def _incoming_gradient(dy: jnp.ndarray, x: jnp.ndarray, mean: jnp.ndarray, relu_affine: Sequence[jnp.ndarray]) -> jnp.ndarray:
+    """BatchNorm's output gradient in the statistics dtype; behind a ReLU (``relu_affine`` =
+    ``(inv * scale, bias)``, empty without one) only where the normalised ``x`` is positive."""
+    return (_relu_gate(dy, x, mean, *relu_affine) if relu_affine else dy).astype(mean.dtype)
+
+
 def _gradient_sums(arrays: Sequence[jnp.ndarray], vectors: Sequence[jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
     # vectors: (mean, inv) or, behind a ReLU, (mean, inv, inv * scale, bias)
     (dy, x), (mean, inv, *relu_affine) = arrays, vectors
-    g = (_relu_gate(dy, x, mean, *relu_affine) if relu_affine else dy).astype(mean.dtype)
+    g = _incoming_gradient(dy, x, mean, relu_affine)
     return g, g * ((x.astype(mean.dtype) - mean) * inv)
 
 
@@ -121,7 +127,7 @@ def _batch_norm_train_bwd(epsilon, dtype, relu, res, cotangents):
     sum_g, sum_gx = column_sums.column_sums(_gradient_sums, rows, [mean, inv, *relu_affine])
     centred = x.astype(f) - mean
     xhat = centred * inv
-    g = (_relu_gate(dy, x, mean, *relu_affine) if relu else dy).astype(f)
+    g = _incoming_gradient(dy, x, mean, relu_affine)
     dx = (scale.astype(f) * inv) * (g - sum_g / count - xhat * (sum_gx / count))
     dx = dx + dmean / count + centred * (2.0 * dvar / count)
     return dx.astype(x.dtype), sum_gx.astype(scale.dtype), sum_g.astype(scale.dtype)
