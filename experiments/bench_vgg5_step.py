@@ -24,7 +24,10 @@ nor those on 3x3 maps as im2col + matmul), ``xlaconv`` (the convolutions on 3x3 
 pool, whose backward re-reads the pool's input instead of the forward's argmax), ``xlasums``
 (BatchNorm's column sums by XLA's reduction everywhere, not ``column_sums``' Pallas kernel),
 ``separaterelu`` (the ReLU after a BatchNorm as its own op, not inside BatchNorm's custom gradient);
-``pallas64`` tries the kernel also on inputs of 64 rows and more (the heads' BatchNorm1d). ``matmul49`` tries a new piece instead: the convolutions on
+``xlachain`` (the spinal head's hidden chain as XLA ops, not ``fused_chain``'s two Pallas programs);
+``pallas64`` tries the kernel also on inputs of 64 rows and more (the heads' BatchNorm1d),
+``chaincols16`` / ``chaincols64`` give each of ``fused_chain``'s programs 16 / 64 columns (32 by default),
+``chainwarps8`` runs them with 8 warps (4 by default). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
@@ -55,7 +58,7 @@ import numpy as np
 from flax import linen as nn
 from kernel_profile import kernel_table
 
-from spinal_jax import column_sums, layers, normalization, parallel
+from spinal_jax import column_sums, fused_chain, layers, normalization, parallel
 from spinal_jax.models import common, mnist
 from spinal_jax.train import apply_overrides, load_config, loop, schedules, steps
 
@@ -150,7 +153,7 @@ def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_shardi
 
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
-              "separaterelu", "pallas64")
+              "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8")
 
 
 @contextlib.contextmanager
@@ -159,7 +162,7 @@ def variant(name: str) -> Iterator[None]:
     (see the module docstring)."""
     saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
              common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
-             steps.train_chunk, column_sums.PALLAS_MIN_ROWS)
+             steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS]
     if unknown:
@@ -191,13 +194,20 @@ def variant(name: str) -> Iterator[None]:
         mnist.max_pool = _separate_relu_max_pool
     if "matmul49" in parts:
         common.MATMUL_CONV_MAX_PIXELS = 49
+    if old or "xlachain" in parts:
+        fused_chain.ENABLED = False
+    for cols in (16, 64):
+        if f"chaincols{cols}" in parts:
+            fused_chain.COLUMNS = cols
+    if "chainwarps8" in parts:
+        fused_chain._NUM_WARPS = 8
     layers.batch_norm_train = normalization.batch_norm_train
     try:
         yield
     finally:
         (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
          common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
-         steps.train_chunk, column_sums.PALLAS_MIN_ROWS) = saved
+         steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS) = saved
         layers.batch_norm_train = normalization.batch_norm_train
 
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from spinal_jax import fused_chain
 from spinal_jax.initializers import kernel_and_bias_init
 from spinal_jax.normalization import batch_norm_train, normalize, updated_running_stats
 from spinal_jax.reference import SpinalPlan, check_options, make_plan, segment_size
@@ -147,6 +148,41 @@ def _output(params: Mapping[str, Any], hcat: Array, dtype: Any) -> Array:
     return (y + params["output"]["bias"].astype(acc)).astype(dtype)
 
 
+def _fused_hidden(
+    params: Mapping[str, Any],
+    batch_stats: Mapping[str, Any],
+    x: Array,
+    plan: SpinalPlan,
+    masks: Array | None,
+    dtype: Any,
+    epsilon: float,
+    momentum: float,
+    unbiased_running_var: bool,
+) -> tuple[Array, tuple[Array, Array], tuple[Array, Array]]:
+    """Train-mode hidden outputs ``(n, L*w)`` of a BatchNorm+ReLU chain by ``fused_chain``, and the
+    new running statistics of layer 0 and of layers 1..L-1 (stacked).
+
+    The input-segment products of all layers are one batched matmul (off the sequential path)."""
+    L, s, n = plan.num_layers, plan.segment_size, x.shape[0]
+    kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, True)
+    kern, bias, bn = _rest_layers(params, batch_stats, plan, True)
+    kern = kern.astype(dtype)
+    seg_kernels = jnp.concatenate([kern0.astype(dtype)[None], kern[:, :s]])
+    segs = jnp.stack([_segment(x, plan, plan.starts[k]) for k in range(L)])
+    if masks is not None:
+        segs = segs * masks[:, :, :s]
+    biases = jnp.concatenate([bias0[None], bias]).astype(dtype)
+    proj = jnp.einsum("lns,lsw->lnw", segs, _kernel_operand(seg_kernels)) + biases[:, None, :]
+    first_and_rest = [jnp.concatenate([a0[None], a]) for a0, a in zip(bn0, bn, strict=True)]
+    scale, bn_bias, running_mean, running_var = first_and_rest
+    hmask = None if masks is None else masks[1:, :, s:]
+    hcat, mean, var = fused_chain.fused_chain(proj, hmask, kern[:, s:], scale, bn_bias, epsilon)
+    new_mean, new_var = updated_running_stats(
+        running_mean, running_var, mean, var, n, momentum, unbiased_running_var
+    )
+    return hcat, (new_mean[0], new_var[0]), (new_mean[1:], new_var[1:])
+
+
 def spinal_forward(
     params: Mapping[str, Any],
     batch_stats: Mapping[str, Any] | None,
@@ -204,13 +240,25 @@ def spinal_forward(
             seg = seg * masks[k, :, :s]
         return seg @ _kernel_operand(kern[:s]) + bias.astype(dtype)
 
-    kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, batch_norm)
-    h0, new0 = layer(segment_product(0, kern0.astype(dtype), bias0), bn0)
+    def first_layer() -> tuple[Array, Any]:
+        kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, batch_norm)
+        return layer(segment_product(0, kern0.astype(dtype), bias0), bn0)
+
     out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype) if use_out_dropout else None
     news = None
-
-    if L - 1 <= SCAN_UNROLL_MAX:
+    if (
+        train and batch_norm and activation is nn.relu and 1 < L <= SCAN_UNROLL_MAX + 1
+        and fused_chain.applies(n, w, L, dtype)
+    ):
+        # The sequential part as one kernel a pass on one GPU (spinal_jax.fused_chain).
+        hcat, new0, news = _fused_hidden(
+            params, batch_stats, x, plan, masks, dtype, bn_epsilon, bn_momentum, unbiased_running_var
+        )
+        if out_mask is not None:
+            hcat = hcat * jnp.transpose(out_mask, (1, 0, 2)).reshape(n, L * w)
+    elif L - 1 <= SCAN_UNROLL_MAX:
         # Written out: only h @ kernel[s:] is sequential.
+        h0, new0 = first_layer()
         hs_list, news_list = [h0], []
         for k in range(1, L):
             kern, bias, bn = _layer_params(params, batch_stats, plan, k, batch_norm)
@@ -225,6 +273,7 @@ def spinal_forward(
         if batch_norm and train and L > 1:
             news = tuple(jnp.stack([nw[i] for nw in news_list]) for i in range(2))
     else:
+        h0, new0 = first_layer()
         kern, bias, bn = _rest_layers(params, batch_stats, plan, batch_norm)
         kern = kern.astype(dtype)
         k_seg = kern[:, :s]

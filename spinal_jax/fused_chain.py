@@ -1,0 +1,327 @@
+"""The sequential part of a SpinalDense chain with BatchNorm and ReLU (the V3 head) in one kernel a layer.
+
+Hidden layer ``k`` of such a chain computes ``h_k = relu(BN(p_k + (h_{k-1} * m_k) @ K_k))``: ``p_k`` the
+input-segment product plus bias (no dependence on the chain, computed by the caller for all layers at
+once), ``m_k`` the dropout multiplier on ``h_{k-1}`` and ``K_k`` the rows of layer ``k``'s kernel that read
+``h_{k-1}``. In XLA ops each layer is several small kernels (a GEMM and its split-K reduction,
+BatchNorm's sums, the normalisation), which the chain makes run one after another. ``fused_chain`` runs
+each layer's forward (product, batch statistics, normalisation, ReLU) as one Pallas (Triton) kernel on
+one CUDA GPU, and each layer's backward (the gradient arriving through the next layer's product, ReLU's
+and BatchNorm's gradients) as one more. BatchNorm is per column, so a layer's kernel is one program per
+``COLUMNS`` columns, each holding all rows of the batch: the statistics are exact two-pass sums in
+registers. The kernels' gradients and everything off the chain stay with XLA (batched GEMMs over the
+layers). Elsewhere (CPU, other GPUs) the same function runs as XLA ops; the tests run the kernels in
+interpret mode against them. ``experiments/results/PERF_NOTES.md`` (round 6) has the measurements,
+including a first version that ran the whole chain as one program on one SM (slower than XLA).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+#: ``False`` turns the kernel path off everywhere (``SpinalDense`` then runs its chain as XLA ops).
+ENABLED = True
+#: a batch of at most this many rows is one block of the kernel.
+MAX_ROWS = 128
+#: columns of one program: each layer's pass is ``width / COLUMNS`` programs (BatchNorm is per column).
+COLUMNS = 32
+_NUM_WARPS = 4
+
+Array = jax.Array
+_F32 = jnp.float32
+
+
+def applies(rows: int, width: int, num_layers: int, dtype: Any) -> bool:
+    """Whether ``SpinalDense`` takes the fused chain: one GPU in the process, 2..``MAX_ROWS`` rows, a
+    power-of-two width from 16 to 128, at least two layers, and float32 or 16-bit compute."""
+    return (
+        ENABLED
+        and jax.default_backend() == "gpu"
+        and jax.device_count() == 1
+        and 1 < rows <= MAX_ROWS
+        and 16 <= width <= 128
+        and width & (width - 1) == 0
+        and num_layers >= 2
+        and jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    )
+
+
+def _block_rows(rows: int) -> int:
+    return max(16, 1 << (rows - 1).bit_length())
+
+
+# --- the XLA form (reference, and the path off CUDA) -------------------------------------------------
+
+
+def _accumulation(dtype: Any) -> Any:
+    """float32 for float32 and narrower, float64 for float64."""
+    return jnp.promote_types(dtype, _F32)
+
+
+def _normalized(z: Array, rows: int, epsilon: float) -> tuple[Array, Array, Array, Array]:
+    """Centred ``z`` (float32 or float64), batch mean, biased variance and ``1 / sqrt(var + eps)``."""
+    zf = z.astype(_accumulation(z.dtype))
+    mean = jnp.sum(zf, axis=0) / rows
+    centred = zf - mean
+    var = jnp.sum(centred * centred, axis=0) / rows
+    return centred, mean, var, jax.lax.rsqrt(var + epsilon)
+
+
+def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
+                epsilon: float) -> tuple[Array, Array, Array, Array]:
+    """``(hcat (n, L*w), z (L, n, w), mean (L, w), var (L, w))``: the chain as XLA ops."""
+    L, n, _ = proj.shape
+    dtype, acc = proj.dtype, _accumulation(proj.dtype)
+    hs, zs, means, variances = [], [], [], []
+    for k in range(L):
+        z = proj[k].astype(acc)
+        if k:
+            hm = hs[-1] if hmask is None else hs[-1] * hmask[k - 1]
+            z = z + jnp.dot(hm, kernels[k - 1], preferred_element_type=acc)
+        z = z.astype(dtype)
+        centred, mean, var, inv = _normalized(z, n, epsilon)
+        y = centred * (inv * scale[k].astype(acc)) + bias[k].astype(acc)
+        hs.append(jax.nn.relu(y).astype(dtype))
+        zs.append(z)
+        means.append(mean)
+        variances.append(var)
+    return jnp.concatenate(hs, axis=1), jnp.stack(zs), jnp.stack(means), jnp.stack(variances)
+
+
+def _bn_backward(g: Array, centred: Array, inv: Array, scale: Array, dmean: Array, dvar: Array,
+                 rows: int) -> tuple[Array, Array, Array]:
+    """BatchNorm's input gradient, ``sum(g * xhat)`` and ``sum(g)`` for the output gradient ``g``."""
+    xhat = centred * inv
+    sum_g = jnp.sum(g, axis=0)
+    sum_gx = jnp.sum(g * xhat, axis=0)
+    dz = (scale.astype(g.dtype) * inv) * (g - sum_g / rows - xhat * (sum_gx / rows))
+    return dz + dmean / rows + centred * (2.0 * dvar / rows), sum_gx, sum_g
+
+
+def xla_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
+                 mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
+                 epsilon: float) -> tuple[Array, Array, Array]:
+    """``(dz (L, n, w), dscale (L, w), dbias (L, w))``: the chain's backward as XLA ops."""
+    L, n, w = z.shape
+    acc = _accumulation(z.dtype)
+    dzs, dscales, dbiases = [None] * L, [None] * L, [None] * L
+    carry = None
+    for k in reversed(range(L)):
+        g = dhcat[:, k * w:(k + 1) * w].astype(acc)
+        if carry is not None:
+            g = g + carry
+        g = jnp.where(hcat[:, k * w:(k + 1) * w] > 0, g, 0.0)
+        centred = z[k].astype(acc) - mean[k]
+        dz, dscales[k], dbiases[k] = _bn_backward(
+            g, centred, jax.lax.rsqrt(var[k] + epsilon), scale[k], dmean[k], dvar[k], n
+        )
+        dzs[k] = dz.astype(z.dtype)
+        if k:
+            carry = jnp.dot(dzs[k], kernels[k - 1].T, preferred_element_type=acc)
+            if hmask is not None:
+                carry = carry * hmask[k - 1].astype(acc)
+    return jnp.stack(dzs), jnp.stack(dscales), jnp.stack(dbiases)
+
+
+# --- the Pallas (Triton) form --------------------------------------------------------------------------
+
+
+def _index(k: int) -> Array:
+    """A static layer index as an int32 scalar (Pallas' interpret mode does not take Python ints in ref indices)."""
+    return jnp.int32(k)
+
+
+def _rows_inside(block: int, rows: int, width: int) -> Array:
+    return jnp.broadcast_to((jnp.arange(block) < rows)[:, None], (block, width))
+
+
+def _layer_call(kernel, operands: list, outputs: tuple, carried: int, width: int, interpret: bool):
+    """One layer's ``pallas_call``: one program per block of ``COLUMNS`` columns. The last ``carried``
+    operands are the buffers of the chain's outputs so far, written in place (aliased to ``outputs``)."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plgpu
+
+    first = len(operands) - carried
+    return pl.pallas_call(
+        kernel,
+        out_shape=outputs,
+        grid=(width // min(COLUMNS, width),),
+        in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * len(operands),
+        out_specs=[pl.BlockSpec(memory_space=pl.ANY)] * len(outputs),
+        input_output_aliases={first + i: i for i in range(carried)},
+        compiler_params=plgpu.CompilerParams(num_warps=_NUM_WARPS),
+        interpret=interpret,
+    )(*operands)
+
+
+def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
+                   epsilon: float, *, interpret: bool = False) -> tuple[Array, Array, Array, Array]:
+    """``xla_forward`` as one Pallas program per layer (``interpret=True`` runs it on any backend, for tests)."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plgpu
+
+    L, n, w = proj.shape
+    dtype = proj.dtype
+    block, cb = _block_rows(n), min(COLUMNS, w)
+    masked = hmask is not None
+    outputs = (
+        jax.ShapeDtypeStruct((n, L * w), dtype),
+        jax.ShapeDtypeStruct((L, n, w), dtype),
+        jax.ShapeDtypeStruct((L, w), _F32),
+        jax.ShapeDtypeStruct((L, w), _F32),
+    )
+
+    def layer_kernel(k: int):
+        def kernel(*refs):
+            proj_ref, *refs = refs
+            mask_ref = refs.pop(0) if masked else None
+            kern_ref, scale_ref, bias_ref = refs[:3]
+            hcat_ref, z_ref, mean_ref, var_ref = refs[-4:]  # the outputs (aliased to the carried buffers)
+            first = pl.program_id(0) * cb
+            cols, rows = pl.ds(first, cb), pl.ds(0, block)
+            inside = _rows_inside(block, n, cb)
+            z = plgpu.load(proj_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
+            if k:
+                whole = _rows_inside(block, n, w)
+                hm = plgpu.load(hcat_ref.at[rows, pl.ds((k - 1) * w, w)], mask=whole, other=0)
+                if masked:
+                    hm = hm * plgpu.load(mask_ref.at[_index(k - 1), rows, :], mask=whole, other=0)
+                z = z + jnp.dot(hm, kern_ref.at[_index(k - 1), :, cols][...], preferred_element_type=_F32)
+            z = z.astype(dtype)
+            plgpu.store(z_ref.at[_index(k), rows, cols], z, mask=inside)
+            zf = z.astype(_F32)  # 0 in the rows past n
+            mean = jnp.sum(zf, axis=0) / n
+            centred = jnp.where(inside, zf - mean[None, :], 0.0)
+            var = jnp.sum(centred * centred, axis=0) / n
+            gain = jax.lax.rsqrt(var + epsilon) * scale_ref.at[_index(k), cols][...].astype(_F32)
+            y = centred * gain[None, :] + bias_ref.at[_index(k), cols][...].astype(_F32)[None, :]
+            h = jnp.where(inside, jnp.maximum(y, 0.0), 0.0).astype(dtype)
+            plgpu.store(hcat_ref.at[rows, pl.ds(k * w + first, cb)], h, mask=inside)
+            mean_ref.at[_index(k), cols][...] = mean
+            var_ref.at[_index(k), cols][...] = var
+
+        return kernel
+
+    fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias]
+    buffers: tuple = ()
+    for k in range(L):
+        buffers = _layer_call(layer_kernel(k), fixed + list(buffers), outputs, len(buffers), w, interpret)
+    return buffers
+
+
+def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
+                    mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
+                    epsilon: float, *, interpret: bool = False) -> tuple[Array, Array, Array]:
+    """``xla_backward`` as one Pallas program per layer (``interpret=True`` runs it on any backend, for tests)."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plgpu
+
+    L, n, w = z.shape
+    block, cb = _block_rows(n), min(COLUMNS, w)
+    masked = hmask is not None
+    outputs = (
+        jax.ShapeDtypeStruct((L, n, w), z.dtype),
+        jax.ShapeDtypeStruct((L, w), _F32),
+        jax.ShapeDtypeStruct((L, w), _F32),
+    )
+
+    def layer_kernel(k: int):
+        def kernel(*refs):
+            h_ref, z_ref, *refs = refs
+            mask_ref = refs.pop(0) if masked else None
+            kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref = refs[:7]
+            dz_ref, dscale_ref, dbias_ref = refs[-3:]  # the outputs (aliased to the carried buffers)
+            first = pl.program_id(0) * cb
+            cols, rows = pl.ds(first, cb), pl.ds(0, block)
+            inside = _rows_inside(block, n, cb)
+            in_hcat = (rows, pl.ds(k * w + first, cb))
+            g = plgpu.load(dh_ref.at[in_hcat], mask=inside, other=0).astype(_F32)
+            if k < L - 1:  # the gradient from layer k + 1 through its input h_k
+                whole = _rows_inside(block, n, w)
+                dz_next = plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole, other=0)
+                g = g + jax.lax.dot_general(
+                    dz_next, kern_ref.at[_index(k), cols, :][...], (((1,), (1,)), ((), ())),
+                    preferred_element_type=_F32,
+                ) * (1.0 if not masked else
+                     plgpu.load(mask_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32))
+            h = plgpu.load(h_ref.at[in_hcat], mask=inside, other=0)
+            g = jnp.where(h > 0, g, 0.0)
+            zf = plgpu.load(z_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
+            centred = jnp.where(inside, zf - mean_ref.at[_index(k), cols][...][None, :], 0.0)
+            inv = jax.lax.rsqrt(var_ref.at[_index(k), cols][...] + epsilon)
+            xhat = centred * inv[None, :]
+            sum_g = jnp.sum(g, axis=0)
+            sum_gx = jnp.sum(g * xhat, axis=0)
+            gain = scale_ref.at[_index(k), cols][...].astype(_F32) * inv
+            dz = gain[None, :] * (g - (sum_g / n)[None, :] - xhat * (sum_gx / n)[None, :])
+            dz = dz + (dmean_ref.at[_index(k), cols][...] / n)[None, :]
+            dz = dz + centred * (2.0 * dvar_ref.at[_index(k), cols][...] / n)[None, :]
+            dz = jnp.where(inside, dz, 0.0).astype(z.dtype)
+            plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=inside)
+            dscale_ref.at[_index(k), cols][...] = sum_gx
+            dbias_ref.at[_index(k), cols][...] = sum_g
+
+        return kernel
+
+    fixed = [hcat, z] + ([hmask] if masked else []) + [kernels, scale, mean, var, dhcat, dmean, dvar]
+    buffers: tuple = ()
+    for k in reversed(range(L)):
+        buffers = _layer_call(layer_kernel(k), fixed + list(buffers), outputs, len(buffers), w, interpret)
+    return buffers
+
+
+# --- the differentiable function --------------------------------------------------------------------
+
+
+def _on_platform(pallas_fn, xla_fn, args: tuple, epsilon: float):
+    """``pallas_fn`` on CUDA GPUs, ``xla_fn`` elsewhere (chosen when lowering)."""
+    return jax.lax.platform_dependent(
+        *args, cuda=lambda *a: pallas_fn(*a, epsilon), default=lambda *a: xla_fn(*a, epsilon)
+    )
+
+
+def _forward(proj, hmask, kernels, scale, bias, epsilon):
+    return _on_platform(pallas_forward, xla_forward, (proj, hmask, kernels, scale, bias), epsilon)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def fused_chain(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
+                epsilon: float) -> tuple[Array, Array, Array]:
+    """The chain's hidden outputs ``hcat`` (n, L*w) in layer order, batch means and biased variances (L, w).
+
+    ``proj`` (L, n, w): each layer's input-segment product plus bias, in the compute dtype; ``hmask``
+    (L-1, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-2}``; ``kernels`` (L-1, w, w): the
+    ``h``-rows of layers 1..L-1's kernels, in the compute dtype; ``scale``, ``bias`` (L, w): BatchNorm's.
+    On one CUDA GPU (shapes: see ``applies``) each layer's forward and backward are a Pallas kernel;
+    elsewhere XLA ops.
+    """
+    hcat, _, mean, var = _forward(proj, hmask, kernels, scale, bias, epsilon)
+    return hcat, mean, var
+
+
+def _fused_chain_fwd(proj, hmask, kernels, scale, bias, epsilon):
+    hcat, z, mean, var = _forward(proj, hmask, kernels, scale, bias, epsilon)
+    return (hcat, mean, var), (hcat, z, hmask, kernels, scale, bias, mean, var)
+
+
+def _fused_chain_bwd(epsilon, res, cotangents):
+    hcat, z, hmask, kernels, scale, bias, mean, var = res
+    dhcat, dmean, dvar = cotangents
+    args = (hcat, z, hmask, kernels, scale, mean, var, dhcat.astype(hcat.dtype), dmean, dvar)
+    dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, epsilon)
+    L, n, w = z.shape
+    h_in = hcat[:, : (L - 1) * w].reshape(n, L - 1, w).transpose(1, 0, 2)  # h_0 .. h_{L-2}
+    h_read = h_in if hmask is None else h_in * hmask
+    acc = _accumulation(z.dtype)
+    dkernels = jnp.einsum("lnv,lnw->lvw", h_read, dz[1:], preferred_element_type=acc)
+    dhmask = None
+    if hmask is not None:  # unused in training (the masks come from random bits): XLA drops it
+        dhmask = (jnp.einsum("lnw,lvw->lnv", dz[1:], kernels, preferred_element_type=acc) * h_in).astype(hmask.dtype)
+    return dz, dhmask, dkernels.astype(kernels.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+fused_chain.defvjp(_fused_chain_fwd, _fused_chain_bwd)
