@@ -13,6 +13,8 @@ sequential path). Longer chains compute the input-segment projections of all lay
 batched matmul per distinct segment) and run the ``w x w`` products in one ``jax.lax.scan``; with
 ``stack_layers=True`` the parameters of layers 1..L-1 are one stacked entry, so the program (and the
 compile time) does not grow with depth; the per-layer form stacks them in the program (O(L)).
+In training, a chain with BatchNorm and ReLU (the V3 head) on one GPU takes ``spinal_jax.fused_chain``:
+one Pallas kernel per layer and pass for the sequential part (``fused_chain.applies`` has the conditions).
 """
 
 from __future__ import annotations
