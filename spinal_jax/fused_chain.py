@@ -23,6 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from spinal_jax.normalization import batch_norm_input_gradient, stats_dtype
+
 #: ``False`` turns the kernel path off everywhere (``SpinalDense`` then runs its chain as XLA ops).
 ENABLED = True
 #: a batch of at most this many rows is one block of the kernel.
@@ -57,14 +59,9 @@ def _block_rows(rows: int) -> int:
 # --- the XLA form (reference, and the path off CUDA) -------------------------------------------------
 
 
-def _accumulation(dtype: Any) -> Any:
-    """float32 for float32 and narrower, float64 for float64."""
-    return jnp.promote_types(dtype, _F32)
-
-
 def _normalized(z: Array, rows: int, epsilon: float) -> tuple[Array, Array, Array, Array]:
     """Centred ``z`` (float32 or float64), batch mean, biased variance and ``1 / sqrt(var + eps)``."""
-    zf = z.astype(_accumulation(z.dtype))
+    zf = z.astype(stats_dtype(z.dtype))
     mean = jnp.sum(zf, axis=0) / rows
     centred = zf - mean
     var = jnp.sum(centred * centred, axis=0) / rows
@@ -75,7 +72,7 @@ def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, 
                 epsilon: float) -> tuple[Array, Array, Array, Array]:
     """``(hcat (n, L*w), z (L, n, w), mean (L, w), var (L, w))``: the chain as XLA ops."""
     L, n, _ = proj.shape
-    dtype, acc = proj.dtype, _accumulation(proj.dtype)
+    dtype, acc = proj.dtype, stats_dtype(proj.dtype)
     hs, zs, means, variances = [], [], [], []
     for k in range(L):
         z = proj[k].astype(acc)
@@ -95,11 +92,10 @@ def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, 
 def _bn_backward(g: Array, centred: Array, inv: Array, scale: Array, dmean: Array, dvar: Array,
                  rows: int) -> tuple[Array, Array, Array]:
     """BatchNorm's input gradient, ``sum(g * xhat)`` and ``sum(g)`` for the output gradient ``g``."""
-    xhat = centred * inv
     sum_g = jnp.sum(g, axis=0)
-    sum_gx = jnp.sum(g * xhat, axis=0)
-    dz = (scale.astype(g.dtype) * inv) * (g - sum_g / rows - xhat * (sum_gx / rows))
-    return dz + dmean / rows + centred * (2.0 * dvar / rows), sum_gx, sum_g
+    sum_gx = jnp.sum(g * (centred * inv), axis=0)
+    dz = batch_norm_input_gradient(g, centred, inv, scale.astype(g.dtype), sum_g, sum_gx, dmean, dvar, rows)
+    return dz, sum_gx, sum_g
 
 
 def xla_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
@@ -107,7 +103,7 @@ def xla_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, sca
                  epsilon: float) -> tuple[Array, Array, Array]:
     """``(dz (L, n, w), dscale (L, w), dbias (L, w))``: the chain's backward as XLA ops."""
     L, n, w = z.shape
-    acc = _accumulation(z.dtype)
+    acc = stats_dtype(z.dtype)
     dzs, dscales, dbiases = [None] * L, [None] * L, [None] * L
     carry = None
     for k in reversed(range(L)):
@@ -253,13 +249,13 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
             zf = plgpu.load(z_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
             centred = jnp.where(inside, zf - mean_ref.at[_index(k), cols][...][None, :], 0.0)
             inv = jax.lax.rsqrt(var_ref.at[_index(k), cols][...] + epsilon)
-            xhat = centred * inv[None, :]
             sum_g = jnp.sum(g, axis=0)
-            sum_gx = jnp.sum(g * xhat, axis=0)
-            gain = scale_ref.at[_index(k), cols][...].astype(_F32) * inv
-            dz = gain[None, :] * (g - (sum_g / n)[None, :] - xhat * (sum_gx / n)[None, :])
-            dz = dz + (dmean_ref.at[_index(k), cols][...] / n)[None, :]
-            dz = dz + centred * (2.0 * dvar_ref.at[_index(k), cols][...] / n)[None, :]
+            sum_gx = jnp.sum(g * (centred * inv[None, :]), axis=0)
+            dz = batch_norm_input_gradient(
+                g, centred, inv[None, :], scale_ref.at[_index(k), cols][...].astype(_F32)[None, :],
+                sum_g[None, :], sum_gx[None, :], dmean_ref.at[_index(k), cols][...][None, :],
+                dvar_ref.at[_index(k), cols][...][None, :], n,
+            )
             dz = jnp.where(inside, dz, 0.0).astype(z.dtype)
             plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=inside)
             dscale_ref.at[_index(k), cols][...] = sum_gx
@@ -316,7 +312,7 @@ def _fused_chain_bwd(epsilon, res, cotangents):
     L, n, w = z.shape
     h_in = hcat[:, : (L - 1) * w].reshape(n, L - 1, w).transpose(1, 0, 2)  # h_0 .. h_{L-2}
     h_read = h_in if hmask is None else h_in * hmask
-    acc = _accumulation(z.dtype)
+    acc = stats_dtype(z.dtype)
     dkernels = jnp.einsum("lnv,lnw->lvw", h_read, dz[1:], preferred_element_type=acc)
     dhmask = None
     if hmask is not None:  # unused in training (the masks come from random bits): XLA drops it

@@ -249,7 +249,7 @@ def spinal_forward(
     out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype) if use_out_dropout else None
     news = None
     if (
-        train and batch_norm and activation is nn.relu and 1 < L <= SCAN_UNROLL_MAX + 1
+        train and batch_norm and activation is nn.relu and L <= SCAN_UNROLL_MAX + 1
         and fused_chain.applies(n, w, L, dtype)
     ):
         # The sequential part as one kernel a pass on one GPU (spinal_jax.fused_chain).

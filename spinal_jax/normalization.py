@@ -13,7 +13,7 @@ from flax import linen as nn
 from spinal_jax import column_sums
 
 
-def _stats_dtype(dtype: Any) -> Any:
+def stats_dtype(dtype: Any) -> Any:
     """float32 for float32 and narrower inputs, float64 for float64."""
     return jnp.promote_types(dtype, jnp.float32)
 
@@ -26,7 +26,7 @@ def _shifted_sums(arrays: Sequence[jnp.ndarray], vectors: Sequence[jnp.ndarray])
 
 def _statistics(x: jnp.ndarray, sums: Callable[..., tuple[jnp.ndarray, jnp.ndarray]]) -> tuple[jnp.ndarray, jnp.ndarray]:
     rows = x.reshape(-1, x.shape[-1])
-    shift = jax.lax.stop_gradient(rows[0].astype(_stats_dtype(x.dtype)))
+    shift = jax.lax.stop_gradient(rows[0].astype(stats_dtype(x.dtype)))
     sum_d, sum_d2 = sums(_shifted_sums, [rows], [shift])
     mean_d = sum_d / rows.shape[0]
     var = jnp.maximum(sum_d2 / rows.shape[0] - jnp.square(mean_d), 0.0)
@@ -56,7 +56,7 @@ def normalize(
     dtype: Any,
 ) -> jnp.ndarray:
     """``(x - mean) / sqrt(var + epsilon) * scale + bias`` computed in (at least) float32, returned as ``dtype``."""
-    f = _stats_dtype(x.dtype)
+    f = stats_dtype(x.dtype)
     return _affine(x, mean, _inverse_std(var, epsilon) * scale.astype(f), bias.astype(f)).astype(dtype)
 
 
@@ -103,6 +103,19 @@ def _batch_norm_train_fwd(x, scale, bias, epsilon, dtype, relu):
     return (y, mean, var), (x, scale, bias, mean, var)
 
 
+def batch_norm_input_gradient(g: jnp.ndarray, centred: jnp.ndarray, inv: jnp.ndarray, scale: jnp.ndarray,
+                              sum_g: jnp.ndarray, sum_gx: jnp.ndarray, dmean: jnp.ndarray, dvar: jnp.ndarray,
+                              count: int) -> jnp.ndarray:
+    """Train-mode BatchNorm's input gradient from its output gradient ``g`` and the column sums
+    ``sum(g)``, ``sum(g * xhat)``: ``scale / sigma * (g - mean(g) - xhat * mean(g * xhat))``, plus the
+    terms of gradients ``dmean``, ``dvar`` reaching the batch mean and variance. ``centred`` = input -
+    batch mean, ``inv`` = 1 / sigma; all in the statistics dtype, per-column vectors broadcast over the
+    rows (also inside Pallas kernels: ``spinal_jax.fused_chain``)."""
+    xhat = centred * inv
+    dx = (scale * inv) * (g - sum_g / count - xhat * (sum_gx / count))
+    return dx + dmean / count + centred * (2.0 * dvar / count)
+
+
 def _incoming_gradient(dy: jnp.ndarray, x: jnp.ndarray, mean: jnp.ndarray, relu_affine: Sequence[jnp.ndarray]) -> jnp.ndarray:
     """BatchNorm's output gradient in the statistics dtype; behind a ReLU (``relu_affine`` =
     ``(inv * scale, bias)``, empty without one) only where the normalised ``x`` is positive."""
@@ -120,16 +133,13 @@ def _batch_norm_train_bwd(epsilon, dtype, relu, res, cotangents):
     x, scale, bias, mean, var = res
     dy, dmean, dvar = cotangents
     count = x.size // x.shape[-1]
-    f = _stats_dtype(x.dtype)
+    f = stats_dtype(x.dtype)
     inv = _inverse_std(var, epsilon)
     relu_affine = [inv * scale.astype(f), bias.astype(f)] if relu else []
     rows = (dy.reshape(-1, x.shape[-1]), x.reshape(-1, x.shape[-1]))
     sum_g, sum_gx = column_sums.column_sums(_gradient_sums, rows, [mean, inv, *relu_affine])
-    centred = x.astype(f) - mean
-    xhat = centred * inv
     g = _incoming_gradient(dy, x, mean, relu_affine)
-    dx = (scale.astype(f) * inv) * (g - sum_g / count - xhat * (sum_gx / count))
-    dx = dx + dmean / count + centred * (2.0 * dvar / count)
+    dx = batch_norm_input_gradient(g, x.astype(f) - mean, inv, scale.astype(f), sum_g, sum_gx, dmean, dvar, count)
     return dx.astype(x.dtype), sum_gx.astype(scale.dtype), sum_g.astype(scale.dtype)
 
 
