@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="config name (experiments/configs/NAME.py) or a .py path")
     p.add_argument("--workdir", required=True, help="the run directory (resumed if it holds an unfinished run)")
     p.add_argument("--num-devices", type=int, default=None, help="devices of the data mesh (default: all)")
+    _add_checkpoint_flag(p)
     _add_scale_out_flags(p)
 
     p = sub.add_parser("grid", help="configs x both heads x seeds (finished runs skipped)")
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train runs differing only in seed/head together in one vmapped step (see train.multi); "
         "default: one by one, each run bitwise equal to `spinal-jax train`",
     )
+    _add_checkpoint_flag(p)
     _add_scale_out_flags(p)
 
     p = sub.add_parser("report", help="Markdown table and plots of the runs under a directory")
@@ -109,6 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     return parser
+
+
+def _checkpoint_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds >= 0 (0 saves after every epoch)")
+    return value
+
+
+def _add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint-every",
+        type=_checkpoint_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="save a checkpoint after an epoch only when the last one is at least this old (the last epoch "
+        "is always saved; a resumed run replays the same numbers and loses at most this much training); "
+        "default 0: after every epoch",
+    )
 
 
 def _add_scale_out_flags(p: argparse.ArgumentParser) -> None:
@@ -141,7 +165,13 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
 
     config = apply_overrides(load_config(args.config), overrides).validate()
     mesh = parallel.make_mesh(args.num_devices) if args.num_devices is not None else None
-    summary = loop.train_and_evaluate(config, args.workdir, progress=None if not args.quiet else False, mesh=mesh)
+    summary = loop.train_and_evaluate(
+        config,
+        args.workdir,
+        progress=None if not args.quiet else False,
+        mesh=mesh,
+        min_checkpoint_interval=args.checkpoint_every,
+    )
     print(loop.format_table([summary]))
     return 0
 
@@ -160,13 +190,15 @@ def _grid(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.jobs != 1:
         from spinal_jax.train import jobs
 
-        summaries = jobs.run_grid_jobs(configs, args.workdir, args.jobs)
+        summaries = jobs.run_grid_jobs(configs, args.workdir, args.jobs, checkpoint_every=args.checkpoint_every)
     elif args.multi:
         from spinal_jax.train import multi
 
-        summaries = multi.run_grid_multi(configs, args.workdir, progress=progress)
+        summaries = multi.run_grid_multi(
+            configs, args.workdir, progress=progress, min_checkpoint_interval=args.checkpoint_every
+        )
     else:
-        summaries = loop.run_grid(configs, args.workdir, progress=progress)
+        summaries = loop.run_grid(configs, args.workdir, progress=progress, min_checkpoint_interval=args.checkpoint_every)
     print(loop.format_table(summaries))
     return 0
 

@@ -52,6 +52,8 @@ def test_demo_reaches_95_percent_with_both_heads(tmp_path, capsys):
         (["--config.model=no_such_model"], "model"),
         (["--config.head=wide"], "head"),
         (["--not-a-flag"], "--not-a-flag"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every"),
+        (["--checkpoint-every", "nan"], "--checkpoint-every"),
     ],
 )
 def test_bad_overrides_fail_before_compute(tmp_path, capsys, args, names):
@@ -98,6 +100,19 @@ def test_train_resumes_and_skips_finished(tmp_path, capsys):
     # Another config in the same run directory is refused with a clear message.
     assert main([*args[:-2], "--config.learning_rate=0.5", "--workdir", str(tmp_path)]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_checkpoint_every_skips_epochs_and_keeps_the_last(tmp_path):
+    args = ["-q", "train", "--config", "digits_mlp", "--config.epochs=3", "--workdir", str(tmp_path)]
+    assert main([*args, "--checkpoint-every", "1e9"]) == 0
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"]  # only the last epoch
+    summary = _summary(tmp_path / "summary.json")
+    assert 0 < summary["setup_seconds"] < summary["wall_seconds"] and summary["checkpoint_seconds"] >= 0
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert all(json.loads(line)["eval_seconds"] > 0 for line in f)
+    every = tmp_path / "every"
+    assert main([*args[:-1], str(every)]) == 0
+    assert sorted(os.listdir(every / "checkpoints")) == ["1", "2", "3"]
 
 
 def test_grid_layout_and_report(tmp_path, capsys):

@@ -23,7 +23,7 @@ def _numbers(records):
 def test_jobs_equal_sequential_grid(tmp_path):
     configs = loop.grid_configs(["digits_mlp"], seeds=1, overrides=["--config.epochs=2"])
     env = dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest")  # as conftest sets in this process
-    summaries = jobs.run_grid_jobs(configs, tmp_path / "jobs", jobs=2, env=env, status_every=0.0)
+    summaries = jobs.run_grid_jobs(configs, tmp_path / "jobs", jobs=2, env=env, status_every=0.0, checkpoint_every=1e9)
     loop.run_grid(configs, tmp_path / "seq", progress=False)
     assert [s["head"] for s in summaries] == ["default", "spinal"]
     for config in configs:
@@ -32,6 +32,8 @@ def test_jobs_equal_sequential_grid(tmp_path):
         assert len(a) == 2 and _numbers(a) == _numbers(b)
         log_text = Path(loop.run_dir_for(tmp_path / "jobs", config), jobs.LOG_FILE).read_text()
         assert "epoch 2/2" in log_text
+        # --checkpoint-every reached the run processes: only the last epoch was saved.
+        assert os.listdir(os.path.join(loop.run_dir_for(tmp_path / "jobs", config), "checkpoints")) == ["2"]
 
     # Finished runs are not started again: their summaries stay as they were.
     summary_path = os.path.join(loop.run_dir_for(tmp_path / "jobs", configs[0]), "summary.json")

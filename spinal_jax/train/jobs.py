@@ -83,6 +83,7 @@ def run_grid_jobs(
     jobs: int,
     *,
     status_every: float = 60.0,
+    checkpoint_every: float = 0.0,
     python: str = sys.executable,
     env: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
@@ -91,7 +92,8 @@ def run_grid_jobs(
     Finished runs (``summary.json`` present) are skipped, unfinished ones resumed, as in
     ``loop.run_grid``. Returns the summaries in the order of ``configs``; raises ``GridJobsFailed``
     after the other runs have ended if any run failed. Interrupting (Ctrl-C / SIGTERM) stops every
-    run; each resumes from its last checkpoint when the command is run again.
+    run; each resumes from its last checkpoint when the command is run again. ``checkpoint_every``
+    is each run's ``spinal-jax train --checkpoint-every``.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"--jobs={jobs!r}: expected a positive int (runs trained at the same time)")
@@ -110,7 +112,8 @@ def run_grid_jobs(
         config_path = os.path.join(job.run_dir, metrics_io.CONFIG_FILE)
         if not os.path.isfile(config_path):
             metrics_io.write_json(config_path, job.config.to_dict())
-        cmd = [python, "-m", "spinal_jax.cli", "train", "--config", config_path, "--workdir", job.run_dir]
+        cmd = [python, "-m", "spinal_jax.cli", "train", "--config", config_path, "--workdir", job.run_dir,
+               "--checkpoint-every", repr(float(checkpoint_every))]
         with open(os.path.join(job.run_dir, LOG_FILE), "ab") as log_file:  # the child keeps its own copy
             job.process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=child_env)
         job.started = time.monotonic()

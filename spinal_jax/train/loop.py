@@ -602,6 +602,7 @@ def train_and_evaluate(
     than that (the last epoch is always saved; a resume from an older checkpoint replays the same
     numbers). 0 saves every epoch; the demo uses a few seconds, as its epochs take milliseconds.
     """
+    entered = time.perf_counter()
     run_dir = os.path.abspath(os.fspath(run_dir))
     summary_path = os.path.join(run_dir, metrics_io.SUMMARY_FILE)
     config_path = os.path.join(run_dir, metrics_io.CONFIG_FILE)
@@ -644,6 +645,8 @@ def train_and_evaluate(
             log.info("resuming %s after epoch %d", run_dir, start_epoch)
         state = _place(state, run.state_sharding)
         selection = _selection(config)
+        setup_seconds = time.perf_counter() - entered
+        checkpoint_seconds = 0.0
         last_save = time.monotonic()
         for epoch in range(start_epoch, config.epochs):
             lr = schedules.get_learning_rate(state.opt_state)
@@ -653,6 +656,7 @@ def train_and_evaluate(
                 "train_loss": train_metrics["loss"],
                 "train_accuracy": train_metrics.get("accuracy"),
             }
+            eval_start = time.perf_counter()
             test_metrics = run.evaluate(state, run.test)
             record.update(test_loss=test_metrics["loss"], test_accuracy=test_metrics.get("accuracy"))
             if run.val is not None:
@@ -663,6 +667,7 @@ def train_and_evaluate(
                 seconds=seconds,
                 steps_per_second=steps / seconds,
                 includes_compile=epoch == start_epoch,
+                eval_seconds=time.perf_counter() - eval_start,
             )
             if not math.isfinite(record["test_loss"]):
                 raise TrainingDiverged(
@@ -686,6 +691,7 @@ def train_and_evaluate(
             if epoch + 1 == config.epochs or now - last_save >= min_checkpoint_interval:
                 checkpointer.save(epoch + 1, _checkpoint_tree(state, kept), host)
                 last_save = now
+            checkpoint_seconds += time.monotonic() - now  # the save's blocking part
             if _is_main():
                 metrics_io.write_jsonl(os.path.join(run_dir, metrics_io.METRICS_FILE), history)
                 tb.write(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
@@ -693,7 +699,12 @@ def train_and_evaluate(
             if epoch_callback is not None:
                 epoch_callback(epoch, record)
         checkpointer.wait()
-        summary = summarize_run(config, history)
+        timing = {
+            "setup_seconds": setup_seconds,
+            "checkpoint_seconds": checkpoint_seconds,
+            "wall_seconds": time.perf_counter() - entered,
+        }
+        summary = summarize_run(config, history, timing)
         if _is_main():
             metrics_io.write_jsonl(os.path.join(run_dir, metrics_io.METRICS_FILE), history)
             try:

@@ -261,8 +261,9 @@ def train_many(
     group_dir = os.path.abspath(os.fspath(group_dir)) if group_dir is not None else default_group_dir(configs, run_dirs)
     if progress is None:
         progress = sys.stderr.isatty()
+    entered = time.perf_counter()
     group = _Group(configs, run_dirs, group_dir, progress)
-    return group.train(async_checkpoints, min_checkpoint_interval, epoch_callback)
+    return group.train(async_checkpoints, min_checkpoint_interval, epoch_callback, entered)
 
 
 class _Group:
@@ -451,7 +452,9 @@ class _Group:
         async_checkpoints: bool,
         min_checkpoint_interval: float,
         epoch_callback: Callable[[int, list[dict[str, Any]]], None] | None,
+        entered: float,
     ) -> list[dict[str, Any]]:
+        """Train the group; ``entered`` (``time.perf_counter()``) is when its set-up began."""
         config = self.config
         os.makedirs(self.group_dir, exist_ok=True)
         metrics_io.write_json(
@@ -483,12 +486,16 @@ class _Group:
                 log.info("resuming group %s after epoch %d", self.group_dir, start_epoch)
             states = jax.device_put(states, self.device)
             selection = loop._selection(config)
+            setup_seconds = time.perf_counter() - entered
+            checkpoint_seconds = 0.0
             last_save = time.monotonic()
             for epoch in range(start_epoch, config.epochs):
                 lrs = [[float(x) for x in np.asarray(s.opt_state.hyperparams["learning_rate"])] for s in states]
                 states, train_m, seconds, n_steps = self._train_epoch(states, epoch)
+                eval_start = time.perf_counter()
                 test_m = self._evaluate(states, self.test, per_seed=False)
                 val_m = self._evaluate(states, self.val, per_seed=True) if self.val is not None else None
+                eval_seconds = time.perf_counter() - eval_start
                 records = []
                 for m in self.members:
                     h, s = m.head_index, m.seed_index
@@ -506,6 +513,7 @@ class _Group:
                         seconds=seconds,
                         steps_per_second=n_steps / seconds,
                         includes_compile=epoch == start_epoch,
+                        eval_seconds=eval_seconds,
                     )
                     if not math.isfinite(record["test_loss"]):
                         raise loop.TrainingDiverged(
@@ -538,6 +546,7 @@ class _Group:
                 if epoch + 1 == config.epochs or now - last_save >= min_checkpoint_interval:
                     checkpointer.save(epoch + 1, self._tree(states), host)
                     last_save = now
+                checkpoint_seconds += time.monotonic() - now
                 for m, record, tb in zip(self.members, records, boards, strict=True):
                     metrics_io.write_jsonl(os.path.join(m.run_dir, metrics_io.METRICS_FILE), m.history)
                     tb.write(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
@@ -545,10 +554,15 @@ class _Group:
                 if epoch_callback is not None:
                     epoch_callback(epoch, records)
             checkpointer.wait()
+            timing = {
+                "setup_seconds": setup_seconds,
+                "checkpoint_seconds": checkpoint_seconds,
+                "wall_seconds": time.perf_counter() - entered,
+            }
             summaries = []
             for m in self.members:
                 summary = loop.summarize_run(
-                    m.config, m.history, {"trained_with": "multi", "group_size": len(self.members)}
+                    m.config, m.history, {"trained_with": "multi", "group_size": len(self.members), **timing}
                 )
                 metrics_io.write_jsonl(os.path.join(m.run_dir, metrics_io.METRICS_FILE), m.history)
                 try:
