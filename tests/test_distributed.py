@@ -116,7 +116,8 @@ def test_two_processes_run_the_cli_like_one_process(tmp_path):
     run_dir = tmp_path / "run"
     overrides = ["--config.epochs=2", "--config.head=default", "--config.optimizer=sgd", "--config.learning_rate=0.05",
                  "--config.momentum=0.9", "--config.tensorboard=false", "--config.log_every_steps=11",
-                 "--config.checkpoint_keep=2", "--config.model_overrides.hidden=1024"]
+                 "--config.checkpoint_keep=2", "--config.model_overrides.hidden=1024",
+                 "--config.model_overrides.activation=tanh"]
     assert apply_overrides(load_config("digits_mlp"), [*overrides, "--config.fsdp=true"]) == loop_config(fsdp=True)
     procs = []
     for pid in range(NUM_PROCESSES):

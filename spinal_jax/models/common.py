@@ -286,7 +286,7 @@ def max_pool(x: jax.Array, kernel: int, stride: int | None = None, padding: int 
 
 @functools.lru_cache(maxsize=64)
 def _adaptive_matrix(size: int, out: int) -> np.ndarray:
-    m = np.zeros((out, size), np.float32)
+    m = np.zeros((out, size), np.float64)  # cast to the compute dtype by the caller
     for i in range(out):
         start = (i * size) // out
         end = -((-(i + 1) * size) // out)  # ceil

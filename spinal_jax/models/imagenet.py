@@ -30,6 +30,7 @@ from spinal_jax.models.common import (
     torch_conv,
     torch_dense,
 )
+from spinal_jax.normalization import stats_dtype
 
 IMAGENET_SHAPE = (224, 224, 3)
 #: torchvision's cfg "E" (VGG-19); "M" = max-pool 2x2.
@@ -331,7 +332,7 @@ class ResNet(nn.Module):
             x = self.block(planes, stride, down, self.width_per_group, self.dtype, name=name)(
                 x, train
             )
-        feats = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+        feats = jnp.mean(x.astype(stats_dtype(x.dtype)), axis=(1, 2)).astype(x.dtype)
         if self.head == "spinal":
             return self.spinal()(feats, train=train)
         return torch_dense(self.num_classes, feats.shape[-1], name="fc", dtype=self.dtype)(feats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from spinal_jax.models import heads
@@ -63,12 +64,19 @@ class RegressionNet(nn.Module):
         }
 
 
+_ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
+
+
 class DigitsMLP(nn.Module):
     """A classifier for scikit-learn's 8x8 digits, given as (B, 8, 8, 1) images (64 features).
 
-    ``head="default"``: a plain MLP 64→``hidden`` ReLU →C. ``head="spinal"``: a V1 SpinalNet MLP
-    (halves of 32, ``width`` 16, 4 layers) → C. Torch keys: ``fc1, fc2`` (plain) and the
+    ``head="default"``: a plain MLP 64→``hidden`` ``activation`` →C. ``head="spinal"``: a V1 SpinalNet
+    MLP (halves of 32, ``width`` 16, 4 layers) → C. Torch keys: ``fc1, fc2`` (plain) and the
     customizable model's ``fc1 … fc4, fcx`` (spinal).
+
+    ``activation``: the plain MLP's hidden activation, ``"relu"`` or ``"tanh"`` (a smooth one, for
+    comparing runs whose sums differ only in order: a ReLU input within round-off of 0 may switch on
+    in one run and off in the other).
     """
 
     num_classes: int = 10
@@ -76,11 +84,14 @@ class DigitsMLP(nn.Module):
     width: int = 16
     num_layers: int = 4
     hidden: int = 64
+    activation: str = "relu"
     dtype: Any = None
     input_shape: tuple[int, int, int] = (8, 8, 1)
 
     def __post_init__(self) -> None:
         check_head_and_classes(self.head, self.num_classes, "digits_mlp")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"digits_mlp: activation must be one of {tuple(_ACTIVATIONS)}, got {self.activation!r}")
         super().__post_init__()
 
     def spinal(self, detached: bool = False) -> nn.Module:
@@ -100,7 +111,7 @@ class DigitsMLP(nn.Module):
         x = to_float(x, self.dtype).reshape(x.shape[0], -1)
         if self.head == "spinal":
             return self.spinal()(x, train=train)
-        h = nn.relu(torch_dense(self.hidden, x.shape[-1], name="fc1", dtype=self.dtype)(x))
+        h = _ACTIVATIONS[self.activation](torch_dense(self.hidden, x.shape[-1], name="fc1", dtype=self.dtype)(x))
         return torch_dense(self.num_classes, self.hidden, name="fc2", dtype=self.dtype)(h)
 
     def torch_layouts(self) -> dict[str, list]:
