@@ -27,7 +27,9 @@ pool, whose backward re-reads the pool's input instead of the forward's argmax),
 ``xlachain`` (the spinal head's hidden chain as XLA ops, not ``fused_chain``'s two Pallas programs);
 ``pallas64`` tries the kernel also on inputs of 64 rows and more (the heads' BatchNorm1d),
 ``chaincols16`` / ``chaincols64`` give each of ``fused_chain``'s programs 16 / 64 columns (32 by default),
-``chainwarps8`` runs them with 8 warps (4 by default). ``matmul49`` tries a new piece instead: the convolutions on
+``chainwarps8`` runs them with 8 warps (4 by default); ``biasgrad`` computes the gradients of the
+convolution and hidden-layer biases that train-mode BatchNorm cancels
+(``normalization.SKIP_CANCELLED_BIAS_GRADIENT`` off). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
@@ -153,7 +155,7 @@ def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_shardi
 
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
-              "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8")
+              "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad")
 
 
 @contextlib.contextmanager
@@ -162,7 +164,8 @@ def variant(name: str) -> Iterator[None]:
     (see the module docstring)."""
     saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
              common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
-             steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS)
+             steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
+             normalization.SKIP_CANCELLED_BIAS_GRADIENT)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS]
     if unknown:
@@ -201,13 +204,16 @@ def variant(name: str) -> Iterator[None]:
             fused_chain.COLUMNS = cols
     if "chainwarps8" in parts:
         fused_chain._NUM_WARPS = 8
+    if old or "biasgrad" in parts:
+        normalization.SKIP_CANCELLED_BIAS_GRADIENT = False
     layers.batch_norm_train = normalization.batch_norm_train
     try:
         yield
     finally:
         (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
          common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
-         steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS) = saved
+         steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
+         normalization.SKIP_CANCELLED_BIAS_GRADIENT) = saved
         layers.batch_norm_train = normalization.batch_norm_train
 
 

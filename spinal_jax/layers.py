@@ -30,7 +30,12 @@ from flax import linen as nn
 
 from spinal_jax import fused_chain
 from spinal_jax.initializers import kernel_and_bias_init
-from spinal_jax.normalization import batch_norm_train, normalize, updated_running_stats
+from spinal_jax.normalization import (
+    batch_norm_train,
+    normalize,
+    stop_cancelled_bias_gradient,
+    updated_running_stats,
+)
 from spinal_jax.reference import SpinalPlan, check_options, make_plan, segment_size
 
 __all__ = [
@@ -211,6 +216,12 @@ def spinal_forward(
     L, s, w = plan.num_layers, plan.segment_size, plan.layer_width
     lead = x.shape[:-1]
     stacked = "hidden_stack" in params
+    if train and batch_norm:
+        # Each hidden layer's BatchNorm subtracts the batch mean: the hidden biases cancel.
+        params = {
+            name: {**p, "bias": stop_cancelled_bias_gradient(p["bias"])} if name.startswith("hidden") else p
+            for name, p in params.items()
+        }
     if dtype is None:
         dtype = jnp.result_type(x.dtype, *(p.dtype for p in jax.tree_util.tree_leaves(params)))
     x = x.reshape(-1, plan.in_features).astype(dtype)

@@ -12,6 +12,18 @@ from flax import linen as nn
 
 from spinal_jax import column_sums
 
+#: Biases that train-mode BatchNorm cancels (a convolution's or Dense layer's right before it: the
+#: batch mean subtracts them) get an exact zero gradient instead of a computed one (round-off, as
+#: PyTorch has it); False computes them (for A/B benchmarks). See ``stop_cancelled_bias_gradient``.
+SKIP_CANCELLED_BIAS_GRADIENT = True
+
+
+def stop_cancelled_bias_gradient(bias: jnp.ndarray) -> jnp.ndarray:
+    """``bias`` with its gradient stopped: for the bias of a layer whose output goes straight into
+    train-mode BatchNorm, where it cancels (its gradient is exactly zero; computed, it would be
+    round-off that reduction orders disagree on). The value is unchanged."""
+    return jax.lax.stop_gradient(bias) if SKIP_CANCELLED_BIAS_GRADIENT else bias
+
 
 def stats_dtype(dtype: Any) -> Any:
     """float32 for float32 and narrower inputs, float64 for float64."""

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from spinal_jax import models
 
@@ -217,3 +218,63 @@ def test_max_pool_with_relu_under_jit_and_bf16():
     grads = [jax.grad(lambda a, f=f: jnp.sum(f(a).astype(jnp.float32) * jnp.arange(36.0).reshape(1, 3, 3, 4)))(x)
              for f in (lambda a: max_pool(a, 2, relu=True), lambda a: max_pool(nn.relu(a), 2))]
     np.testing.assert_array_equal(np.asarray(grads[0], np.float32), np.asarray(grads[1], np.float32))
+
+
+
+def test_vgg5_biases_cancelled_by_batch_norm_get_zero_gradient():
+    """VGG-5 in training: the convolution and spinal hidden-layer biases feed train-mode BatchNorm,
+    which cancels them, so their gradient is exactly zero (not computed as round-off)."""
+    model = models.get("vgg5", 10, "spinal", dropout=0.0)
+    x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+    variables = model.init(jax.random.key(1), x)
+
+    def loss(params):
+        out = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])[0]
+        return jnp.sum(out**2)
+
+    g = jax.jit(jax.grad(loss))(variables["params"])
+    biases = [g[f"l{b}_conv{i}"]["bias"] for b, n in ((1, 2), (2, 2), (3, 3), (4, 3)) for i in range(n)]
+    biases += [g["spinal"][f"hidden_{k}"]["bias"] for k in range(4)]
+    assert all(float(jnp.max(jnp.abs(b))) == 0.0 for b in biases)
+    assert float(jnp.max(jnp.abs(g["l1_conv0"]["kernel"]))) > 0
+    assert float(jnp.max(jnp.abs(g["spinal"]["output"]["bias"]))) > 0  # not before a BatchNorm
+
+
+class _ConvBatchNormSpinal(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+        from spinal_jax import SpinalDense
+        from spinal_jax.models.common import batch_norm, torch_conv
+
+        x = torch_conv(4, 1, 3, padding=1, name="conv")(x, bias_cancels=train)
+        x = batch_norm("bn", None, relu=True)(x, train=train).reshape(x.shape[0], -1)
+        return SpinalDense(3, layer_width=4, num_layers=3, batch_norm=True)(x, train=train)
+
+
+def test_cancelled_bias_gradient_is_round_off_when_computed(monkeypatch):
+    """The switch off computes those gradients: round-off next to the kernels' gradients, and the same
+    loss. In eval mode the biases matter and get real gradients."""
+    from spinal_jax import normalization
+
+    model = _ConvBatchNormSpinal()
+    x = jax.random.uniform(jax.random.key(0), (5, 6, 6, 1))
+    variables = model.init(jax.random.key(1), x, False)
+
+    def grads(train):
+        def loss(params):
+            out = model.apply({**variables, "params": params}, x, train, mutable=["batch_stats"])[0]
+            return jnp.sum(out**2)
+
+        return jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+    loss, g = grads(True)
+    assert float(jnp.max(jnp.abs(g["conv"]["bias"]))) == 0.0
+    assert float(jnp.max(jnp.abs(g["SpinalDense_0"]["hidden_1"]["bias"]))) == 0.0
+    monkeypatch.setattr(normalization, "SKIP_CANCELLED_BIAS_GRADIENT", False)
+    loss_computed, g_computed = grads(True)
+    assert float(loss_computed) == float(loss)
+    for layer in (g_computed["conv"], g_computed["SpinalDense_0"]["hidden_1"]):
+        assert float(jnp.max(jnp.abs(layer["bias"]))) < 1e-5 * float(jnp.max(jnp.abs(layer["kernel"])))
+    _, g_eval = grads(False)
+    assert float(jnp.max(jnp.abs(g_eval["conv"]["bias"]))) > 0
+    assert float(jnp.max(jnp.abs(g_eval["SpinalDense_0"]["hidden_1"]["bias"]))) > 0

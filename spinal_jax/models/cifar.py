@@ -84,7 +84,8 @@ class CifarCNN(nn.Module):
         check_images(x, "cifar_cnn", self.input_shape)
         x = to_float(x, self.dtype)
         for i, (conv_idx, bn_idx, cin, cout) in enumerate(_CNN_CONVS):
-            x = torch_conv(cout, cin, 3, padding=1, name=f"conv_{conv_idx}", dtype=self.dtype)(x)
+            conv = torch_conv(cout, cin, 3, padding=1, name=f"conv_{conv_idx}", dtype=self.dtype)
+            x = conv(x, bias_cancels=train and bn_idx is not None)
             if bn_idx is not None:
                 x = batch_norm(f"bn_{bn_idx}", self.dtype)(x, train=train)
             x = max_pool(x, 2, relu=True) if i % 2 == 1 else nn.relu(x)

@@ -14,7 +14,7 @@ from flax import linen as nn
 from flax.linen.dtypes import promote_dtype
 
 from spinal_jax.initializers import kaiming_normal_fan_out, torch_bias_init, torch_kernel_init
-from spinal_jax.normalization import BatchNorm
+from spinal_jax.normalization import BatchNorm, stop_cancelled_bias_gradient
 
 Dtype = Any
 
@@ -122,6 +122,10 @@ class TorchConv(nn.Module):
     ``PATCH_CONV_MAX_CHANNELS`` channels or at most ``MATMUL_CONV_MAX_PIXELS`` pixels, and by
     ``lax.conv_general_dilated`` otherwise; ``"matmul"`` and ``"xla"`` force one. The same function
     either way (up to the summation order).
+
+    ``bias_cancels=True`` (call argument) says the output goes straight into train-mode BatchNorm,
+    which subtracts each channel's batch mean: the bias cancels, so its gradient is exactly zero and
+    is given as zero instead of computed (PyTorch computes round-off there). The output is unchanged.
     """
 
     features: int
@@ -136,7 +140,7 @@ class TorchConv(nn.Module):
     method: str = "auto"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, bias_cancels: bool = False) -> jax.Array:
         if self.method not in ("auto", "matmul", "xla"):
             raise ValueError(f"TorchConv: method must be 'auto', 'matmul' or 'xla', got {self.method!r}")
         k, st, p = self.kernel_size, self.stride, self.padding
@@ -151,7 +155,9 @@ class TorchConv(nn.Module):
             y = jax.lax.conv_general_dilated(
                 x, kernel, (st, st), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")
             )
-        return y if bias is None else y + bias
+        if bias is None:
+            return y
+        return y + (stop_cancelled_bias_gradient(bias) if bias_cancels else bias)
 
 
 #: ``TorchConv`` computed by im2col + matmul whatever the input.

@@ -88,7 +88,7 @@ class VGGFeatures(nn.Module):
                 dtype=self.dtype,
                 kernel_init=kaiming_normal_fan_out if self.torchvision_init else None,
                 zero_bias=self.torchvision_init,
-            )(x)
+            )(x, bias_cancels=train)
             x = nn.relu(batch_norm(f"bn_{idx + 1}", self.dtype)(x, train=train))
             idx, cin = idx + 3, v
         return x

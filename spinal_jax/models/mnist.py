@@ -213,7 +213,7 @@ class VGG5(nn.Module):
                 )
                 # conv -> BatchNorm -> ReLU; the block's last ReLU is taken by its 2x2 max pool
                 last = i == len(widths) - 1
-                x = batch_norm(f"{block}_bn{i}", self.dtype, relu=not last)(conv(x), train=train)
+                x = batch_norm(f"{block}_bn{i}", self.dtype, relu=not last)(conv(x, bias_cancels=train), train=train)
                 cin = w
             x = max_pool(x, 2, relu=True)
         feats = x.reshape(x.shape[0], -1)
