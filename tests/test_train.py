@@ -19,7 +19,7 @@ from spinal_jax.train.checkpoint import CheckpointWarning
 from spinal_jax.train.loop import Split, TrainingDiverged, train_and_evaluate
 from spinal_jax.train.state import create_train_state
 
-# Timing fields legitimately differ between runs; everything else must be identical.
+# Timing fields legitimately differ between runs; everything else must be identical (test_multi uses it too).
 TIMING = {
     "seconds", "steps_per_second", "includes_compile", "seconds_per_epoch", "first_epoch_seconds", "eval_seconds",
     "setup_seconds", "checkpoint_seconds", "wall_seconds",
