@@ -1,7 +1,9 @@
 """GPU benchmark: spinal_jax against PyTorch (eager, torch.compile, the original's CPU DataLoader) in one table.
 
-Writes ``<out>/gpu_benchmark.json`` (``records``, the ``floor``, the environment) and its Markdown
-rendering ``<out>/gpu_benchmark.md`` with the targets of issue 6 as pass/fail rows. Both files are
+Writes ``<out>/gpu_benchmark.json`` (``records``, the ``floor``, the environment, the ``runs``: date and
+command of each run that added to the table, ``--merge`` included; each record's ``run`` is the index of the
+run that measured it) and its Markdown rendering ``<out>/gpu_benchmark.md`` with the targets of issue 6 as
+pass/fail rows; a target comparing records of different runs says so. Both files are
 rewritten atomically after every job, so a run that is killed keeps what it measured.
 
 Contenders (``--impls``):
@@ -790,12 +792,28 @@ def _find(records: list[dict[str, Any]], **want: Any) -> dict[str, Any] | None:
     return None
 
 
+def runs_note(*records: dict[str, Any]) -> str:
+    """Empty when the records were measured in one run (the same ``run`` index), else what a ratio of them mixes.
+
+    Epoch times move between machines of one kind by several per cent (``torch.compile``'s by far more), so a
+    ratio of records that ``--merge`` brought together from different runs is not a same-run comparison.
+    """
+    runs = [r.get("run") for r in records]
+    if any(run is None for run in runs):
+        return "a record's run not recorded (merged from an older table)"
+    return "" if len(set(runs)) == 1 else "records of different runs: " + ", ".join(f"run {run}" for run in runs)
+
+
 def evaluate_targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 6's targets as rows: ``target``, ``value``, ``limit``, ``pass`` (True/False/None if not measured)."""
+    """Issue 6's targets as rows: ``target``, ``value``, ``limit``, ``pass`` (True/False/None if not measured).
+
+    ``detail`` says when a ratio's records come from different runs (``runs_note``).
+    """
     rows: list[dict[str, Any]] = []
 
-    def row(target: str, value: float | None, limit: str, ok: bool | None, detail: str = "") -> None:
-        rows.append({"target": target, "value": value, "limit": limit, "pass": ok, "detail": detail})
+    def row(target: str, value: float | None, limit: str, ok: bool | None, *details: str) -> None:
+        rows.append({"target": target, "value": value, "limit": limit, "pass": ok,
+                     "detail": "; ".join(d for d in details if d)})
 
     for prec in ("bf16", "fp32"):
         r = _find(records, impl="spinal_jax", model="vgg5", head="spinal", precision=prec, batch_size=100, augment=True)
@@ -809,7 +827,7 @@ def evaluate_targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             v = tc["epoch_seconds"] / jx["epoch_seconds"] if jx and tc else None
             row(f"speed-up over torch.compile, vgg5 {head}, {prec}, batch 100", v, f"≥ {TARGET_SPEEDUP_VS_COMPILE:g}×",
                 None if v is None else v >= TARGET_SPEEDUP_VS_COMPILE,
-                "spinal_jax with augmentation vs torch.compile without")
+                "spinal_jax with augmentation vs torch.compile without", runs_note(jx, tc) if jx and tc else "")
     seen = set()
     for r in records:
         if r.get("status") != "ok" or r.get("impl") != "spinal_jax":
@@ -824,7 +842,7 @@ def evaluate_targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             v = s["epoch_seconds"] / d["epoch_seconds"] - 1.0
             row(f"spinal head over default head, {key[0]} {key[1]} batch {key[2]} aug={key[3]}", v,
                 f"≤ {100 * TARGET_HEAD_OVERHEAD:g}%", v <= TARGET_HEAD_OVERHEAD,
-                "" if key[0] == "vgg5" else "information (the target is for the VGG-5)")
+                "" if key[0] == "vgg5" else "information (the target is for the VGG-5)", runs_note(d, s))
     seen = set()
     for r in records:
         if r.get("status") != "ok" or r.get("impl") != "spinal_jax" or r["model"] != "vgg5":
@@ -838,7 +856,7 @@ def evaluate_targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if on and off:
             v = on["epoch_seconds"] / off["epoch_seconds"] - 1.0
             row(f"augmentation over none, vgg5 {key[0]} {key[1]} batch {key[2]}", v,
-                f"≤ {100 * TARGET_AUG_OVERHEAD:g}%", v <= TARGET_AUG_OVERHEAD)
+                f"≤ {100 * TARGET_AUG_OVERHEAD:g}%", v <= TARGET_AUG_OVERHEAD, runs_note(on, off))
     return rows
 
 
@@ -866,9 +884,9 @@ def render_markdown(table: dict[str, Any]) -> str:
         "- Versions: python " + env["python"] + "; "
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
         f"- Precision setting: {table['precision_setting']}",
-        "- Runs (date, command):",
+        "- Runs (index, date, command; a record's `run` is its index):",
     ]
-    lines += [f"  - {r['date']}: `{r['command']}`" for r in table["runs"]]
+    lines += [f"  - run {i}, {r['date']}: `{r['command']}`" for i, r in enumerate(table["runs"])]
     if table.get("quick"):
         lines += ["", "**--quick run: tiny data and a handful of steps; the numbers are a smoke test, not a measurement.**"]
     lines += ["", "## Targets (issue 6)", "", "| target | value | limit | pass |", "|---|---:|---|---|"]
@@ -880,8 +898,8 @@ def render_markdown(table: dict[str, Any]) -> str:
         detail = f" ({t['detail']})" if t["detail"] else ""
         lines.append(f"| {t['target']}{detail} | {shown} | {t['limit']} | {verdict} |")
     lines += ["", "## Records", "",
-              "| impl | model | head | precision | batch | aug | epoch s | steps/s | compile s | peak MiB | measured steps | extrapolated | device |",
-              "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
+              "| impl | model | head | precision | batch | aug | epoch s | steps/s | compile s | peak MiB | measured steps | extrapolated | device | run |",
+              "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|"]
     order = {k: i for i, k in enumerate(IMPLS)}
     ok = [r for r in table["records"] if r.get("status") == "ok"]
     for r in sorted(ok, key=lambda r: (MODELS.index(r["model"]) if r["model"] in MODELS else 9, order.get(r["impl"], 9),
@@ -889,7 +907,8 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines.append(
             f"| {r['impl']} | {r['model']} | {r['head']} | {r['precision']} | {r['batch_size']} | {_fmt(r['augment'])} | "
             f"{_fmt(r.get('epoch_seconds'))} | {_fmt(r.get('steps_per_second'), 1)} | {_fmt(r.get('compile_seconds'), 1)} | "
-            f"{_mib(r.get('peak_memory_bytes'))} | {r.get('measured_steps')} | {_fmt(r.get('extrapolated'))} | {r.get('device')} |"
+            f"{_mib(r.get('peak_memory_bytes'))} | {r.get('measured_steps')} | {_fmt(r.get('extrapolated'))} | {r.get('device')} | "
+            f"{_fmt(r.get('run'))} |"
         )
     other = [r for r in table["records"] if r.get("status") != "ok"]
     if other:
@@ -1090,7 +1109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table["time_to_accuracy"] = [t for t in table["time_to_accuracy"] if record_key(t) != key] + [result]
         else:
             base = {k: job.get(k) for k in ("impl", "model", "head", "precision", "batch_size", "augment")}
-            rec = base | {"tf32": job["tf32"]} | result
+            rec = base | {"tf32": job["tf32"], "run": len(table["runs"]) - 1} | result
             table["records"] = [r for r in table["records"] if record_key(r) != record_key(rec)] + [rec]
         save(table, args.out)
     save(table, args.out)

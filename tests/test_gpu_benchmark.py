@@ -90,11 +90,14 @@ def test_quick_run_writes_table_and_merges(tmp_path):
     if not (HAS_TORCH and HAS_TORCHVISION):
         assert loader[0]["status"] == "skipped" and loader[0]["reason"]
     assert len(merged["records"]) == len(recs) + 1
+    assert {r["run"] for r in recs} == {0} and loader[0]["run"] == 1  # each record names the run that measured it
+    merged_md = (out2 / "gpu_benchmark.md").read_text()
+    assert "  - run 1, " in merged_md and "--merge" in merged_md
 
 
-def _rec(impl, head, precision, epoch, augment=True, model="vgg5", batch=100):
+def _rec(impl, head, precision, epoch, augment=True, model="vgg5", batch=100, run=0):
     return {"impl": impl, "model": model, "head": head, "precision": precision, "batch_size": batch,
-            "augment": augment, "epoch_seconds": epoch, "status": "ok"}
+            "augment": augment, "epoch_seconds": epoch, "status": "ok", "run": run}
 
 
 def test_targets_pass_and_fail():
@@ -123,6 +126,30 @@ def test_targets_pass_and_fail():
     md = gb.render_markdown({"environment": gb.environment(), "precision_setting": "x", "runs": [],
                              "records": records, "targets": list(rows.values())})
     assert "| SpinalVGG epoch, fp32, augmentation on the device, batch 100 | 1.000 s | ≤ 0.9 s | FAIL |" in md
+    assert all("run" not in t["detail"] for t in rows.values())  # all of one run: nothing to flag
+
+
+def test_targets_flag_ratios_across_runs():
+    """A ratio of records that --merge brought from different runs (or from a table without run indices) says so."""
+    records = [
+        _rec("spinal_jax", "spinal", "bf16", 0.40, run=2),
+        _rec("spinal_jax", "default", "bf16", 0.39, run=2),
+        _rec("spinal_jax", "spinal", "bf16", 0.30, augment=False, run=1),
+        _rec("torch_compile", "spinal", "bf16", 5.0, augment=False, run=2),
+        _rec("torch_compile", "default", "bf16", 5.0, augment=False, run=None),
+    ]
+    rows = {t["target"]: t for t in gb.evaluate_targets(records)}
+    assert rows["speed-up over torch.compile, vgg5 spinal, bf16, batch 100"]["detail"] == (
+        "spinal_jax with augmentation vs torch.compile without")
+    assert rows["spinal head over default head, vgg5 bf16 batch 100 aug=True"]["detail"] == ""
+    aug = rows["augmentation over none, vgg5 spinal bf16 batch 100"]
+    assert aug["detail"] == "records of different runs: run 2, run 1" and aug["pass"] is False
+    old = rows["speed-up over torch.compile, vgg5 default, bf16, batch 100"]["detail"]
+    assert old.endswith("; a record's run not recorded (merged from an older table)")
+    md = gb.render_markdown({"environment": gb.environment(), "precision_setting": "x", "runs": [],
+                             "records": records, "targets": list(rows.values())})
+    assert "(records of different runs: run 2, run 1) | +33.3% | ≤ 5% | FAIL |" in md
+    assert md.count(" | 2 |\n") == 3  # the run column of the three records of run 2
 
 
 def test_plan_and_bad_arguments(tmp_path):
