@@ -29,6 +29,7 @@ accuracy at that epoch and at the last epoch are reported).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -582,6 +583,37 @@ def _checkpoint_tree(state: TrainState, kept: dict[str, Any] | None) -> dict[str
     return {"state": state} if kept is None else {"state": state, "kept": kept}
 
 
+class _RunClock:
+    """A run's checkpoint cadence and the timing fields of its summary.
+
+    Made when set-up ends (``entered``: ``time.perf_counter()`` when it began). ``checkpoint`` saves
+    after the final epoch, or when the last save is at least ``min_checkpoint_interval`` seconds old;
+    ``timing()`` gives ``setup_seconds``, ``checkpoint_seconds`` (the saves' blocking part) and
+    ``wall_seconds``. Shared by ``train_and_evaluate`` and ``multi``'s grouped runs.
+    """
+
+    def __init__(self, entered: float, min_checkpoint_interval: float) -> None:
+        self.entered = entered
+        self.min_checkpoint_interval = min_checkpoint_interval
+        self.setup_seconds = time.perf_counter() - entered
+        self.checkpoint_seconds = 0.0
+        self.last_save = time.monotonic()
+
+    def checkpoint(self, final: bool, save: Callable[[], Any]) -> None:
+        now = time.monotonic()
+        if final or now - self.last_save >= self.min_checkpoint_interval:
+            save()
+            self.last_save = now
+        self.checkpoint_seconds += time.monotonic() - now
+
+    def timing(self) -> dict[str, float]:
+        return {
+            "setup_seconds": self.setup_seconds,
+            "checkpoint_seconds": self.checkpoint_seconds,
+            "wall_seconds": time.perf_counter() - self.entered,
+        }
+
+
 def train_and_evaluate(
     config: Config,
     run_dir: str | os.PathLike,
@@ -645,9 +677,7 @@ def train_and_evaluate(
             log.info("resuming %s after epoch %d", run_dir, start_epoch)
         state = _place(state, run.state_sharding)
         selection = _selection(config)
-        setup_seconds = time.perf_counter() - entered
-        checkpoint_seconds = 0.0
-        last_save = time.monotonic()
+        clock = _RunClock(entered, min_checkpoint_interval)
         for epoch in range(start_epoch, config.epochs):
             lr = schedules.get_learning_rate(state.opt_state)
             state, train_metrics, seconds, steps = run.train_epoch(state, epoch)
@@ -687,11 +717,8 @@ def train_and_evaluate(
             state = state.replace(opt_state=schedules.set_learning_rate(state.opt_state, decision.learning_rate))
             state = _place(state, run.state_sharding)  # new leaves on the mesh: no recompile
             host = {"epoch": epoch + 1, "controller": controller.state_dict(), "history": history}
-            now = time.monotonic()
-            if epoch + 1 == config.epochs or now - last_save >= min_checkpoint_interval:
-                checkpointer.save(epoch + 1, _checkpoint_tree(state, kept), host)
-                last_save = now
-            checkpoint_seconds += time.monotonic() - now  # the save's blocking part
+            save = functools.partial(checkpointer.save, epoch + 1, _checkpoint_tree(state, kept), host)
+            clock.checkpoint(epoch + 1 == config.epochs, save)
             if _is_main():
                 metrics_io.write_jsonl(os.path.join(run_dir, metrics_io.METRICS_FILE), history)
                 tb.write(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
@@ -699,12 +726,7 @@ def train_and_evaluate(
             if epoch_callback is not None:
                 epoch_callback(epoch, record)
         checkpointer.wait()
-        timing = {
-            "setup_seconds": setup_seconds,
-            "checkpoint_seconds": checkpoint_seconds,
-            "wall_seconds": time.perf_counter() - entered,
-        }
-        summary = summarize_run(config, history, timing)
+        summary = summarize_run(config, history, clock.timing())
         if _is_main():
             metrics_io.write_jsonl(os.path.join(run_dir, metrics_io.METRICS_FILE), history)
             try:

@@ -486,9 +486,7 @@ class _Group:
                 log.info("resuming group %s after epoch %d", self.group_dir, start_epoch)
             states = jax.device_put(states, self.device)
             selection = loop._selection(config)
-            setup_seconds = time.perf_counter() - entered
-            checkpoint_seconds = 0.0
-            last_save = time.monotonic()
+            clock = loop._RunClock(entered, min_checkpoint_interval)
             for epoch in range(start_epoch, config.epochs):
                 lrs = [[float(x) for x in np.asarray(s.opt_state.hyperparams["learning_rate"])] for s in states]
                 states, train_m, seconds, n_steps = self._train_epoch(states, epoch)
@@ -542,11 +540,8 @@ class _Group:
                         for m in self.members
                     ],
                 }
-                now = time.monotonic()
-                if epoch + 1 == config.epochs or now - last_save >= min_checkpoint_interval:
-                    checkpointer.save(epoch + 1, self._tree(states), host)
-                    last_save = now
-                checkpoint_seconds += time.monotonic() - now
+                clock.checkpoint(epoch + 1 == config.epochs,
+                                 functools.partial(checkpointer.save, epoch + 1, self._tree(states), host))
                 for m, record, tb in zip(self.members, records, boards, strict=True):
                     metrics_io.write_jsonl(os.path.join(m.run_dir, metrics_io.METRICS_FILE), m.history)
                     tb.write(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
@@ -554,11 +549,7 @@ class _Group:
                 if epoch_callback is not None:
                     epoch_callback(epoch, records)
             checkpointer.wait()
-            timing = {
-                "setup_seconds": setup_seconds,
-                "checkpoint_seconds": checkpoint_seconds,
-                "wall_seconds": time.perf_counter() - entered,
-            }
+            timing = clock.timing()
             summaries = []
             for m in self.members:
                 summary = loop.summarize_run(
