@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 
@@ -22,7 +23,7 @@ from spinal_jax.train.state import create_train_state
 # Timing fields legitimately differ between runs; everything else must be identical (test_multi uses it too).
 TIMING = {
     "seconds", "steps_per_second", "includes_compile", "seconds_per_epoch", "first_epoch_seconds", "eval_seconds",
-    "setup_seconds", "checkpoint_seconds", "wall_seconds",
+    "setup_seconds", "compile_seconds", "checkpoint_seconds", "wall_seconds",
 }
 
 
@@ -250,6 +251,42 @@ def test_chunk_size_prefers_divisors():
     assert loop.chunk_size(44, 10) == 11  # one compile instead of 10s plus a remainder
     assert loop.chunk_size(7, 50) == 7
     assert loop.chunk_size(97, 10) == 10  # prime: a shorter last chunk
+
+
+def test_train_state_is_one_compiled_program(caplog):
+    # Op by op, the initialisation compiled ~160 small programs (10-15 s of a run's set-up).
+    from spinal_jax.models import mnist
+    from spinal_jax.train import load_config, schedules
+
+    model = mnist.VGG5(head="spinal", width=16, num_layers=3)
+    tx = schedules.make_optimizer(load_config("fashion_mnist_vgg5"))
+    example = jnp.zeros((1, 28, 28, 1))
+    keys = [jax.random.PRNGKey(i) for i in range(4)]
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        first = create_train_state(model, tx, example, keys[0], keys[1])
+        second = create_train_state(model, tx, example, keys[2], keys[3])  # another seed: no new compile
+    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+    assert len(compiled) == 1, compiled
+    assert not np.array_equal(first.params["l1_conv0"]["kernel"], second.params["l1_conv0"]["kernel"])
+    np.testing.assert_array_equal(first.rng, keys[1])
+    assert int(first.step) == 0 and first.opt_state is not None
+
+
+def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog):
+    # 80 training examples at batch 7: 11 steps in chunks of 4, 4 and 3 (two chunk shapes) and a tail of 3;
+    # the clean protocol's validation split (20) and the test split (40) lay out differently.
+    config = _cnn_config(protocol="clean", batch_size=7, eval_batch_size=8, log_every_steps=4)
+    run = loop._Run(config, str(tmp_path), _one_device(), progress=False)
+    assert (run.steps, run.chunk, run.tail) == (11, 4, 3)
+    state = run.initial_state
+    assert run.wait_compiled() >= 0 and run.wait_compiled() < 0.1  # the second wait finds nothing left
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        state, *_ = run.train_epoch(state, 0)
+        run.evaluate(state, run.test)
+        run.evaluate(state, run.val)
+    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+    assert any("train_step" in m for m in compiled), compiled  # the tail step compiles on first use
+    assert not [m for m in compiled if "train_chunk" in m or "evaluate_arrays" in m], compiled
 
 
 # ---------------------------------------------------------------------------------------------

@@ -322,13 +322,9 @@ class _Run:
             if eval_transform is not None
             else example.astype(jnp.float32)
         )
-        state = create_train_state(
-            self.model, self.tx, example, jax.random.fold_in(root, _INIT_KEY), jax.random.fold_in(root, _TRAIN_KEY)
-        )
-        if config.init_checkpoint:
-            state = _load_init_checkpoint(state, self.model, config.init_checkpoint)
-        self.state_sharding = parallel.state_shardings(mesh, state, fsdp=config.fsdp)
-        self.initial_state = _place(state, self.state_sharding)
+        keys = (jax.random.fold_in(root, _INIT_KEY), jax.random.fold_in(root, _TRAIN_KEY))
+        shapes = jax.eval_shape(functools.partial(create_train_state, self.model, self.tx), example, *keys)
+        self.state_sharding = parallel.state_shardings(mesh, shapes, fsdp=config.fsdp)
         self.fns = StepFunctions(
             loss=config.loss,
             train_transform=train_transform,
@@ -344,6 +340,16 @@ class _Run:
             eval_transform=eval_transform,
             state_sharding=self.state_sharding,
         )
+        # The training chunks and the evaluation compile in the background from here on, while the
+        # state is made and (in train_and_evaluate) the checkpoints are looked up: wait_compiled().
+        self._compile_started = time.perf_counter()
+        self._compiling = self._compile_ahead(
+            jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, self.state_sharding)
+        )
+        state = create_train_state(self.model, self.tx, example, *keys)
+        if config.init_checkpoint:
+            state = _load_init_checkpoint(state, self.model, config.init_checkpoint)
+        self.initial_state = _place(state, self.state_sharding)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _setup_resident(self) -> tuple[np.ndarray, int]:
@@ -414,10 +420,45 @@ class _Run:
             num_workers=self.config.stream_workers,
         )
 
+    # -- compilation ----------------------------------------------------------------------------
+    def _compile_ahead(self, state: Any) -> list[Any]:
+        """Start compiling the training chunks (each chunk length) and the evaluation (each split
+        layout) for ``state`` (arrays or ``ShapeDtypeStruct``s with shardings), one thread each; the
+        calls that follow find them in jit's cache. Host-streamed runs compile on first use instead."""
+        if self.streamed or not self.steps:
+            return []
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Every epoch's index chunks have these shapes and shardings.
+        perm = self.fns.epoch_permutation(self.shuffle_key, 0, self.num_train)
+        body = perm[: self.steps * self.batch_size].reshape(self.steps, self.batch_size)
+        lengths = {min(self.chunk, self.steps - first): first for first in range(0, self.steps, self.chunk)}
+        jobs = [
+            functools.partial(self.fns.train_chunk.lower, state, self.train_x, self.train_y, body[first : first + n])
+            for n, first in lengths.items()
+        ]
+        eval_layouts = {split.x.shape: split for split in (self.test, self.val) if split is not None}
+        for split in eval_layouts.values():
+            jobs.append(functools.partial(self.fns.evaluate_arrays.lower, state, split.x, split.y, split.mask))
+        pool = ThreadPoolExecutor(len(jobs), thread_name_prefix="compile")
+        futures = [pool.submit(lambda lower: lower().compile(), job) for job in jobs]
+        pool.shutdown(wait=False)
+        return futures
+
+    def wait_compiled(self) -> float:
+        """Wait for the compilation started at set-up (re-raising its errors); returns the seconds waited."""
+        start = time.perf_counter()
+        for future in self._compiling:
+            future.result()
+        self._compiling = []
+        return time.perf_counter() - start
+
     # -- one epoch ------------------------------------------------------------------------------
     def train_epoch(self, state: TrainState, epoch: int) -> tuple[TrainState, dict[str, float], float, int]:
         """Train one epoch; returns the new state, the mean metrics, the wall seconds and the step count."""
         from tqdm.auto import tqdm
+
+        self.wait_compiled()  # not compiled a second time by this thread
 
         total = None if self.streamed else self.steps + (1 if self.tail else 0)
         bar = tqdm(
@@ -501,6 +542,7 @@ class _Run:
 
     def evaluate(self, state: TrainState, arrays: Any) -> dict[str, float]:
         """Mean metrics over a whole split (one jitted call, or a host stream of padded batches)."""
+        self.wait_compiled()
         if not self.streamed:
             sums = self.fns.evaluate_arrays(state, arrays.x, arrays.y, arrays.mask)
             return summarize(jax.device_get(sums))
@@ -588,14 +630,17 @@ class _RunClock:
 
     Made when set-up ends (``entered``: ``time.perf_counter()`` when it began). ``checkpoint`` saves
     after the final epoch, or when the last save is at least ``min_checkpoint_interval`` seconds old;
-    ``timing()`` gives ``setup_seconds``, ``checkpoint_seconds`` (the saves' blocking part) and
-    ``wall_seconds``. Shared by ``train_and_evaluate`` and ``multi``'s grouped runs.
+    ``timing()`` gives ``setup_seconds``, ``compile_seconds`` (the wait for the compilation that
+    set-up started, ``_Run.wait_compiled``), ``checkpoint_seconds`` (the saves' blocking part) and
+    ``wall_seconds``. Shared by
+    ``train_and_evaluate`` and ``multi``'s grouped runs.
     """
 
     def __init__(self, entered: float, min_checkpoint_interval: float) -> None:
         self.entered = entered
         self.min_checkpoint_interval = min_checkpoint_interval
         self.setup_seconds = time.perf_counter() - entered
+        self.compile_seconds = 0.0
         self.checkpoint_seconds = 0.0
         self.last_save = time.monotonic()
 
@@ -609,6 +654,7 @@ class _RunClock:
     def timing(self) -> dict[str, float]:
         return {
             "setup_seconds": self.setup_seconds,
+            "compile_seconds": self.compile_seconds,
             "checkpoint_seconds": self.checkpoint_seconds,
             "wall_seconds": time.perf_counter() - self.entered,
         }
@@ -678,6 +724,7 @@ def train_and_evaluate(
         state = _place(state, run.state_sharding)
         selection = _selection(config)
         clock = _RunClock(entered, min_checkpoint_interval)
+        clock.compile_seconds = run.wait_compiled()
         for epoch in range(start_epoch, config.epochs):
             lr = schedules.get_learning_rate(state.opt_state)
             state, train_metrics, seconds, steps = run.train_epoch(state, epoch)
