@@ -342,7 +342,6 @@ class _Run:
         )
         # The training chunks and the evaluation compile in the background from here on, while the
         # state is made and (in train_and_evaluate) the checkpoints are looked up: wait_compiled().
-        self._compile_started = time.perf_counter()
         self._compiling = self._compile_ahead(
             jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, self.state_sharding)
         )
@@ -631,9 +630,8 @@ class _RunClock:
     Made when set-up ends (``entered``: ``time.perf_counter()`` when it began). ``checkpoint`` saves
     after the final epoch, or when the last save is at least ``min_checkpoint_interval`` seconds old;
     ``timing()`` gives ``setup_seconds``, ``compile_seconds`` (the wait for the compilation that
-    set-up started, ``_Run.wait_compiled``), ``checkpoint_seconds`` (the saves' blocking part) and
-    ``wall_seconds``. Shared by
-    ``train_and_evaluate`` and ``multi``'s grouped runs.
+    set-up started, ``_Run.wait_compiled``; 0 for ``multi``'s grouped runs), ``checkpoint_seconds``
+    (the saves' blocking part) and ``wall_seconds``. Shared by ``train_and_evaluate`` and ``multi``.
     """
 
     def __init__(self, entered: float, min_checkpoint_interval: float) -> None:
