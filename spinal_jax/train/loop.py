@@ -428,13 +428,11 @@ class _Run:
             return []
         from concurrent.futures import ThreadPoolExecutor
 
-        # Every epoch's index chunks have these shapes and shardings.
-        perm = self.fns.epoch_permutation(self.shuffle_key, 0, self.num_train)
-        body = perm[: self.steps * self.batch_size].reshape(self.steps, self.batch_size)
-        lengths = {min(self.chunk, self.steps - first): first for first in range(0, self.steps, self.chunk)}
+        chunks, _ = self._epoch_order(0)  # every epoch's chunks have these shapes and shardings
+        one_per_length = {idx.shape[0]: idx for idx in chunks}.values()
         jobs = [
-            functools.partial(self.fns.train_chunk.lower, state, self.train_x, self.train_y, body[first : first + n])
-            for n, first in lengths.items()
+            functools.partial(self.fns.train_chunk.lower, state, self.train_x, self.train_y, idx)
+            for idx in one_per_length
         ]
         eval_layouts = {split.x.shape: split for split in (self.test, self.val) if split is not None}
         for split in eval_layouts.values():
@@ -453,6 +451,14 @@ class _Run:
         return time.perf_counter() - start
 
     # -- one epoch ------------------------------------------------------------------------------
+    def _epoch_order(self, epoch: int) -> tuple[list[jax.Array], jax.Array | None]:
+        """The epoch's example indices: ``steps`` batches in chunks of ``chunk`` (the last may be
+        shorter), and the tail batch's indices (None without a tail)."""
+        perm = self.fns.epoch_permutation(self.shuffle_key, epoch, self.num_train)
+        body = perm[: self.steps * self.batch_size].reshape(self.steps, self.batch_size)
+        chunks = [body[first : first + self.chunk] for first in range(0, self.steps, self.chunk)]
+        return chunks, (perm[self.steps * self.batch_size :] if self.tail else None)
+
     def train_epoch(self, state: TrainState, epoch: int) -> tuple[TrainState, dict[str, float], float, int]:
         """Train one epoch; returns the new state, the mean metrics, the wall seconds and the step count."""
         from tqdm.auto import tqdm
@@ -498,15 +504,12 @@ class _Run:
         if self.streamed:
             state = self._train_streamed(state, epoch, dispatch)
         else:
-            perm = self.fns.epoch_permutation(self.shuffle_key, epoch, self.num_train)
-            body = perm[: self.steps * self.batch_size].reshape(self.steps, self.batch_size)
-            for first in range(0, self.steps, self.chunk):
-                idx = body[first : first + self.chunk]
+            chunks, tail = self._epoch_order(epoch)
+            for idx in chunks:
                 state, chunk_sums = self.fns.train_chunk(state, self.train_x, self.train_y, idx)
                 dispatch(idx.shape[0], chunk_sums)
-            if self.tail:
-                idx = perm[self.steps * self.batch_size :]
-                batch = {"image": jnp.take(self.train_x, idx, axis=0), "label": jnp.take(self.train_y, idx, axis=0)}
+            if tail is not None:
+                batch = {"image": jnp.take(self.train_x, tail, axis=0), "label": jnp.take(self.train_y, tail, axis=0)}
                 state, tail_sums = self.tail_fns.train_step(state, batch)
                 dispatch(1, tail_sums)
         for item in pending:
