@@ -13,12 +13,18 @@ the phases back from the run's ``summary.json`` and ``metrics.jsonl``:
 
 Variants put back the old start-up, one piece each:
 
-- ``lib``: the library as it is (the train state made by one jitted program, the training chunks and
-  the evaluation compiled in background threads during set-up);
+- ``lib``: the library as it is (the train state made by one jitted program, its Threefry draws as
+  one GPU kernel each; the training chunks, the epoch's permutation and the evaluation compiled in
+  background threads from the shapes of the state and the data, before the data go to the device);
 - ``eagerinit``: the train state made op by op (each operation compiled on its own, as before);
 - ``noahead``: no compilation ahead (the training chunk compiles in the first epoch, the evaluation
   after it);
+- ``unrolledinit``: the initialisation's Threefry draws compiled as XLA's unrolled rounds instead of
+  jax's one GPU kernel (``state._threefry_kernel``);
 - ``eagerinit+noahead``: both, the start-up of the library before this benchmark.
+
+The library of an earlier commit is measured by running this script with that checkout as the
+working directory (its ``spinal_jax`` comes first on the children's path).
 
     PYTHONPATH=. python experiments/bench_startup.py --variants lib,eagerinit+noahead --repeats 2 \\
         --out experiments/results/startup_benchmark.jsonl
@@ -27,6 +33,7 @@ Variants put back the old start-up, one piece each:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,8 +42,8 @@ import sys
 import tempfile
 import time
 
-VARIANTS = ("lib", "eagerinit", "noahead", "eagerinit+noahead")
-_MODIFIERS = {"eagerinit", "noahead"}
+VARIANTS = ("lib", "eagerinit", "noahead", "unrolledinit", "eagerinit+noahead")
+_MODIFIERS = {"eagerinit", "noahead", "unrolledinit"}
 
 
 def _child(variant: str, workdir: str, config_name: str, overrides: list[str]) -> None:
@@ -50,6 +57,8 @@ def _child(variant: str, workdir: str, config_name: str, overrides: list[str]) -
         state._initial_arrays = state._initial_arrays.__wrapped__  # op by op, un-jitted
     if "noahead" in modifiers:
         loop._Run._compile_ahead = lambda self, state: []
+    if "unrolledinit" in modifiers:
+        state._threefry_kernel = contextlib.nullcontext  # the hash as XLA's unrolled rounds
     loop.enable_compilation_cache(os.path.join(workdir, "xla_cache"))
     config = apply_overrides(load_config(config_name), overrides).validate()
     loop.train_and_evaluate(config, os.path.join(workdir, "run"), progress=False)

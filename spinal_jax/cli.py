@@ -149,6 +149,10 @@ def _scale_out(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     from spinal_jax import parallel
 
     parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    return _with_fsdp(args, overrides)
+
+
+def _with_fsdp(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     return [*overrides, "--config.fsdp=true"] if args.fsdp else overrides
 
 
@@ -161,7 +165,7 @@ def _setup_logging(quiet: bool) -> None:
 def _train(args: argparse.Namespace, overrides: list[str]) -> int:
     overrides = _scale_out(args, overrides)
     from spinal_jax import parallel
-    from spinal_jax.train import apply_overrides, load_config, loop
+    from spinal_jax.train import apply_overrides, grid, load_config, loop
 
     config = apply_overrides(load_config(args.config), overrides).validate()
     mesh = parallel.make_mesh(args.num_devices) if args.num_devices is not None else None
@@ -172,26 +176,31 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> int:
         mesh=mesh,
         min_checkpoint_interval=args.checkpoint_every,
     )
-    print(loop.format_table([summary]))
+    print(grid.format_table([summary]))
     return 0
 
 
 def _grid(args: argparse.Namespace, overrides: list[str]) -> int:
+    from spinal_jax.train import grid
+
     if args.jobs != 1:
         if args.multi:
             raise ValueError("--jobs and --multi cannot be combined: choose processes (--jobs) or one vmapped step")
         if args.coordinator_address or args.num_processes not in (None, 1) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
             raise ValueError("--jobs runs on one host; for a job over several hosts leave it at 1")
+        # The runs train in processes of their own: this one loads no trainer and joins no multi-host job.
+        from spinal_jax.train import jobs
+
+        configs = grid.grid_configs(args.names, seeds=args.seeds, overrides=_with_fsdp(args, overrides))
+        summaries = jobs.run_grid_jobs(configs, args.workdir, args.jobs, checkpoint_every=args.checkpoint_every)
+        print(grid.format_table(summaries))
+        return 0
     overrides = _scale_out(args, overrides)
     from spinal_jax.train import loop
 
-    configs = loop.grid_configs(args.names, seeds=args.seeds, overrides=overrides)
+    configs = grid.grid_configs(args.names, seeds=args.seeds, overrides=overrides)
     progress = None if not args.quiet else False
-    if args.jobs != 1:
-        from spinal_jax.train import jobs
-
-        summaries = jobs.run_grid_jobs(configs, args.workdir, args.jobs, checkpoint_every=args.checkpoint_every)
-    elif args.multi:
+    if args.multi:
         from spinal_jax.train import multi
 
         summaries = multi.run_grid_multi(
@@ -199,17 +208,17 @@ def _grid(args: argparse.Namespace, overrides: list[str]) -> int:
         )
     else:
         summaries = loop.run_grid(configs, args.workdir, progress=progress, min_checkpoint_interval=args.checkpoint_every)
-    print(loop.format_table(summaries))
+    print(grid.format_table(summaries))
     return 0
 
 
 def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
-    from spinal_jax.train import loop
+    from spinal_jax.train import grid, loop
 
     summaries = loop.run_demo(args.workdir, progress=None if not args.quiet else False, overrides=overrides)
-    print(loop.format_table(summaries))
+    print(grid.format_table(summaries))
     for s in summaries:
-        print(f"{s['head']:>8}: {os.path.join(loop.run_dir_for(args.workdir, _config_of(s)), 'summary.json')}")
+        print(f"{s['head']:>8}: {os.path.join(grid.run_dir_for(args.workdir, _config_of(s)), 'summary.json')}")
     return 0
 
 
@@ -256,13 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spinal-jax: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args.quiet)
-    if args.command in ("demo", "train", "grid"):
+    if args.command in ("demo", "train") or (args.command == "grid" and args.jobs == 1):  # compiles here
         from spinal_jax.train.loop import enable_compilation_cache
 
         enable_compilation_cache()
 
+    from spinal_jax.train.errors import RunConfigMismatch, TrainingDiverged
     from spinal_jax.train.jobs import GridJobsFailed
-    from spinal_jax.train.loop import RunConfigMismatch, TrainingDiverged
 
     commands = {
         "demo": lambda: _demo(args, overrides),

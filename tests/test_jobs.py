@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,26 @@ def test_config_json_round_trip(tmp_path):
         load_config(str(path))
     with pytest.raises(ValueError, match="does not exist"):
         load_config(str(tmp_path / "missing.json"))
+
+
+def test_grid_parent_loads_no_trainer():
+    # spinal-jax grid --jobs N checks its configs and starts the runs without the trainer's imports.
+    code = (
+        "import sys\n"
+        "from spinal_jax.train import grid, jobs, errors\n"
+        "grid.grid_configs(['digits_mlp'], seeds=2)\n"
+        "loaded = [m for m in ('orbax.checkpoint', 'optax', 'spinal_jax.train.loop') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_train_package_names_resolve():
+    import spinal_jax.train as train
+
+    for name in train.__all__:
+        assert getattr(train, name) is not None, name
+    assert train.TrainingDiverged is loop.TrainingDiverged and train.run_dir_for is loop.run_dir_for
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        train.nope  # noqa: B018
+

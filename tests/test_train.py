@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import warnings
 
 import jax
@@ -15,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from quadrant_data import quadrant_images
 
-from spinal_jax.train import Config, loop, steps
+from spinal_jax.train import Config, loop, state, steps
 from spinal_jax.train.checkpoint import CheckpointWarning
 from spinal_jax.train.loop import Split, TrainingDiverged, train_and_evaluate
 from spinal_jax.train.state import create_train_state
@@ -272,6 +273,20 @@ def test_train_state_is_one_compiled_program(caplog):
     assert int(first.step) == 0 and first.opt_state is not None
 
 
+def test_threefry_kernel_switch_is_this_threads_only():
+    from jax._src import config as jax_config
+
+    flag = jax_config.threefry_gpu_kernel_lowering
+    seen = []
+    before = flag.value
+    with state._threefry_kernel():
+        assert flag.value
+        other = threading.Thread(target=lambda: seen.append(flag.value))
+        other.start()
+        other.join()
+    assert seen == [before] and flag.value == before
+
+
 def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog):
     # 80 training examples at batch 7: 11 steps in chunks of 4, 4 and 3 (two chunk shapes) and a tail of 3;
     # the clean protocol's validation split (20) and the test split (40) lay out differently.
@@ -286,7 +301,8 @@ def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog):
         run.evaluate(state, run.val)
     compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
     assert any("train_step" in m for m in compiled), compiled  # the tail step compiles on first use
-    assert not [m for m in compiled if "train_chunk" in m or "evaluate_arrays" in m], compiled
+    ahead = ("train_chunk", "evaluate_arrays", "epoch_permutation")
+    assert not [m for m in compiled if any(name in m for name in ahead)], compiled
 
 
 # ---------------------------------------------------------------------------------------------

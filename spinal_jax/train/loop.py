@@ -47,6 +47,8 @@ from spinal_jax.train import metrics as metrics_io
 from spinal_jax.train import schedules
 from spinal_jax.train.checkpoint import Checkpointer
 from spinal_jax.train.config import REGRESSION_PREFIX, Config, config_json, split_validation
+from spinal_jax.train.errors import RunConfigMismatch, TrainingDiverged
+from spinal_jax.train.grid import grid_configs, run_dir_for
 from spinal_jax.train.state import TrainState, create_train_state, reset_optimizer
 from spinal_jax.train.steps import StepFunctions, summarize
 
@@ -74,14 +76,6 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> str | Non
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run stopped and its last good checkpoint was kept."""
-
-
-class RunConfigMismatch(ValueError):
-    """The run directory holds a run of a different config."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,16 +161,22 @@ def _place(tree: Any, shardings: Any) -> Any:
 
 @dataclasses.dataclass
 class EvalArrays:
-    """A split laid out for one jitted evaluation: ``(num_batches, batch, ...)`` plus a padding mask."""
+    """A split laid out for one jitted evaluation: ``(num_batches, batch, ...)`` plus a padding mask
+    (host arrays from ``pad_eval``, device arrays from ``layout_eval``)."""
 
-    x: jax.Array
-    y: jax.Array
-    mask: jax.Array
+    x: Any
+    y: Any
+    mask: Any
     count: int
 
 
-def layout_eval(split: Split, batch_size: int, mesh: jax.sharding.Mesh) -> EvalArrays:
-    """Pad ``split`` to whole batches (batch size rounded up to a multiple of the device count)."""
+def _eval_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+
+
+def pad_eval(split: Split, batch_size: int, mesh: jax.sharding.Mesh) -> EvalArrays:
+    """``split`` padded to whole batches on the host (batch size rounded up to a multiple of the
+    device count)."""
     n_dev = parallel.mesh_size(mesh)
     n = len(split)
     batch_size = min(batch_size, n)
@@ -186,13 +186,28 @@ def layout_eval(split: Split, batch_size: int, mesh: jax.sharding.Mesh) -> EvalA
     x = np.concatenate([split.x, np.zeros((pad, *split.x.shape[1:]), split.x.dtype)])
     y = np.concatenate([split.y, np.zeros((pad, *split.y.shape[1:]), split.y.dtype)])
     mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
     return EvalArrays(
-        x=_put(x.reshape(num_batches, batch_size, *x.shape[1:]), sharding),
-        y=_put(y.reshape(num_batches, batch_size, *y.shape[1:]), sharding),
-        mask=_put(mask.reshape(num_batches, batch_size), sharding),
+        x=x.reshape(num_batches, batch_size, *x.shape[1:]),
+        y=y.reshape(num_batches, batch_size, *y.shape[1:]),
+        mask=mask.reshape(num_batches, batch_size),
         count=n,
     )
+
+
+def place_eval(host: EvalArrays, mesh: jax.sharding.Mesh) -> EvalArrays:
+    """``pad_eval``'s host arrays on the mesh, batches sharded over its ``data`` axis."""
+    sharding = _eval_sharding(mesh)
+    return dataclasses.replace(host, x=_put(host.x, sharding), y=_put(host.y, sharding), mask=_put(host.mask, sharding))
+
+
+def layout_eval(split: Split, batch_size: int, mesh: jax.sharding.Mesh) -> EvalArrays:
+    """``split`` padded to whole batches and placed on the mesh (``pad_eval``, ``place_eval``)."""
+    return place_eval(pad_eval(split, batch_size, mesh), mesh)
+
+
+def _struct(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.ShapeDtypeStruct:
+    """The shape, dtype and sharding that ``_put(x, sharding)`` will have."""
+    return jax.ShapeDtypeStruct(x.shape, jax.dtypes.canonicalize_dtype(x.dtype), sharding=sharding)
 
 
 def chunk_size(steps: int, target: int) -> int:
@@ -305,24 +320,23 @@ class _Run:
         if self.streamed:
             example_x, num_classes = self._setup_streams()
         else:
-            example_x, num_classes = self._setup_resident()
+            example_x, num_classes = self._load_resident()
 
         self.model = _build_model(config, num_classes)
         # bf16: the inputs leave the augmentation in bf16 already (half the bytes into the first layer).
         input_dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
         train_transform = _build_transform(config.train_augment, input_dtype)
         eval_transform = _build_transform(config.eval_preprocess, input_dtype)
+        self.tx = schedules.make_optimizer(config)
         root = jax.random.PRNGKey(config.seed)
         # On the mesh, replicated: every process draws the same global permutation from it.
         self.shuffle_key = _put(np.asarray(jax.random.fold_in(root, _SHUFFLE_KEY)), parallel.replicated(mesh))
-        self.tx = schedules.make_optimizer(config)
-        example = jnp.asarray(example_x)
-        example = (
-            eval_transform(jax.random.PRNGKey(0), example)
-            if eval_transform is not None
-            else example.astype(jnp.float32)
-        )
         keys = (jax.random.fold_in(root, _INIT_KEY), jax.random.fold_in(root, _TRAIN_KEY))
+
+        def model_input(x: jax.Array) -> jax.Array:
+            return eval_transform(jax.random.PRNGKey(0), x) if eval_transform is not None else x.astype(jnp.float32)
+
+        example = jax.eval_shape(model_input, jax.ShapeDtypeStruct(example_x.shape, example_x.dtype))
         shapes = jax.eval_shape(functools.partial(create_train_state, self.model, self.tx), example, *keys)
         self.state_sharding = parallel.state_shardings(mesh, shapes, fsdp=config.fsdp)
         self.fns = StepFunctions(
@@ -340,18 +354,22 @@ class _Run:
             eval_transform=eval_transform,
             state_sharding=self.state_sharding,
         )
-        # The training chunks and the evaluation compile in the background from here on, while the
-        # state is made and (in train_and_evaluate) the checkpoints are looked up: wait_compiled().
+        # The training chunks and the evaluation compile in the background from here on (from the
+        # shapes of the state and the data), while the data go to the device, the state is made and
+        # (in train_and_evaluate) the checkpoints are looked up: wait_compiled().
         self._compiling = self._compile_ahead(
             jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, self.state_sharding)
         )
-        state = create_train_state(self.model, self.tx, example, *keys)
+        if not self.streamed:
+            self._place_resident()
+        state = create_train_state(self.model, self.tx, model_input(jnp.asarray(example_x)), *keys)
         if config.init_checkpoint:
             state = _load_init_checkpoint(state, self.model, config.init_checkpoint)
         self.initial_state = _place(state, self.state_sharding)
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _setup_resident(self) -> tuple[np.ndarray, int]:
+    def _load_resident(self) -> tuple[np.ndarray, int]:
+        """The splits as host arrays and the epoch's step layout; ``_place_resident`` puts them on the mesh."""
         config = self.config
         train, val, test, num_classes = load_splits(config)
         if len(train) < 1:
@@ -368,12 +386,17 @@ class _Run:
                 "drop_remainder=True: no step would run; lower batch_size"
             )
         self.chunk = chunk_size(self.steps, config.log_every_steps) if self.steps else 0
-        replicated = parallel.replicated(self.mesh)
-        self.train_x = _put(train.x, replicated)
-        self.train_y = _put(train.y, replicated)
-        self.test = layout_eval(test, config.eval_batch_size, self.mesh)
-        self.val = layout_eval(val, config.eval_batch_size, self.mesh) if val is not None else None
+        self.train_x, self.train_y = train.x, train.y
+        self.test = pad_eval(test, config.eval_batch_size, self.mesh)
+        self.val = pad_eval(val, config.eval_batch_size, self.mesh) if val is not None else None
         return train.x[:1], num_classes
+
+    def _place_resident(self) -> None:
+        replicated = parallel.replicated(self.mesh)
+        self.train_x = _put(self.train_x, replicated)
+        self.train_y = _put(self.train_y, replicated)
+        self.test = place_eval(self.test, self.mesh)
+        self.val = place_eval(self.val, self.mesh) if self.val is not None else None
 
     def _setup_streams(self) -> tuple[np.ndarray, int]:
         from spinal_jax import data
@@ -421,24 +444,33 @@ class _Run:
 
     # -- compilation ----------------------------------------------------------------------------
     def _compile_ahead(self, state: Any) -> list[Any]:
-        """Start compiling the training chunks (each chunk length) and the evaluation (each split
-        layout) for ``state`` (arrays or ``ShapeDtypeStruct``s with shardings), one thread each; the
-        calls that follow find them in jit's cache. Host-streamed runs compile on first use instead."""
+        """Start compiling the training chunks (each chunk length), the epoch's permutation and the
+        evaluation (each split layout) for ``state`` (arrays or ``ShapeDtypeStruct``s with shardings)
+        and the data's shapes, in two threads; the calls that follow find them in jit's cache. Called
+        while the data are still on the host. Host-streamed runs compile on first use instead."""
         if self.streamed or not self.steps:
             return []
         from concurrent.futures import ThreadPoolExecutor
 
-        chunks, _ = self._epoch_order(0)  # every epoch's chunks have these shapes and shardings
-        one_per_length = {idx.shape[0]: idx for idx in chunks}.values()
-        jobs = [
-            functools.partial(self.fns.train_chunk.lower, state, self.train_x, self.train_y, idx)
-            for idx in one_per_length
-        ]
-        eval_layouts = {split.x.shape: split for split in (self.test, self.val) if split is not None}
-        for split in eval_layouts.values():
-            jobs.append(functools.partial(self.fns.evaluate_arrays.lower, state, split.x, split.y, split.mask))
-        pool = ThreadPoolExecutor(len(jobs), thread_name_prefix="compile")
-        futures = [pool.submit(lambda lower: lower().compile(), job) for job in jobs]
+        replicated, sharding = parallel.replicated(self.mesh), _eval_sharding(self.mesh)
+        images, labels = _struct(self.train_x, replicated), _struct(self.train_y, replicated)
+        lengths = sorted({min(self.chunk, self.steps - first) for first in range(0, self.steps, self.chunk)})
+        # The index chunks are slices of the replicated permutation (_epoch_order): replicated too.
+        index_chunks = [jax.ShapeDtypeStruct((n, self.batch_size), jnp.int32, sharding=replicated) for n in lengths]
+        layouts = {split.x.shape: split for split in (self.test, self.val) if split is not None}.values()
+
+        def compile_chunks() -> None:
+            for idx in index_chunks:
+                self.fns.train_chunk.lower(state, images, labels, idx).compile()
+
+        def compile_permutation_and_evaluation() -> None:
+            self.fns.epoch_permutation.lower(self.shuffle_key, 0, self.num_train).compile()
+            for split in layouts:
+                x, y, mask = (_struct(getattr(split, k), sharding) for k in ("x", "y", "mask"))
+                self.fns.evaluate_arrays.lower(state, x, y, mask).compile()
+
+        pool = ThreadPoolExecutor(2, thread_name_prefix="compile")
+        futures = [pool.submit(compile_chunks), pool.submit(compile_permutation_and_evaluation)]
         pool.shutdown(wait=False)
         return futures
 
@@ -726,6 +758,8 @@ def train_and_evaluate(
         selection = _selection(config)
         clock = _RunClock(entered, min_checkpoint_interval)
         clock.compile_seconds = run.wait_compiled()
+        if _is_main():
+            metrics_io.preload_plotting()  # while the first epoch runs, not after the last
         for epoch in range(start_epoch, config.epochs):
             lr = schedules.get_learning_rate(state.opt_state)
             state, train_metrics, seconds, steps = run.train_epoch(state, epoch)
@@ -806,41 +840,8 @@ def _log_epoch(config: Config, record: dict[str, Any]) -> None:
 # Grids and the demo
 # ---------------------------------------------------------------------------------------------
 
-HEADS = ("default", "spinal")
 DEMO_CONFIG = "digits_mlp"
 DEMO_CHECKPOINT_INTERVAL = 5.0  # seconds: the demo's epochs take milliseconds, a checkpoint ~0.1 s
-
-
-def run_dir_for(workdir: str | os.PathLike, config: Config) -> str:
-    """The grid layout: ``<workdir>/<config name>/<head>/seed<seed>``."""
-    return os.path.join(os.fspath(workdir), config.name, config.head, f"seed{config.seed}")
-
-
-def grid_configs(
-    names: list[str],
-    seeds: int = 1,
-    overrides: list[str] | dict[str, Any] | None = None,
-    heads: tuple[str, ...] = HEADS,
-) -> list[Config]:
-    """Every config of ``names`` × ``heads`` × seeds ``base seed .. base seed + seeds - 1``, validated.
-
-    All configs are built and checked before anything runs, so a bad name or override fails at once.
-    """
-    from spinal_jax.train.config import apply_overrides, load_config
-
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"--seeds={seeds!r}: expected a positive int")
-    if not names:
-        raise ValueError("no config names given")
-    configs = []
-    for name in names:
-        base = load_config(name)
-        if overrides:
-            base = apply_overrides(base, overrides)
-        for head in heads:
-            for k in range(seeds):
-                configs.append(apply_overrides(base, {"head": head, "seed": base.seed + k}).validate())
-    return configs
 
 
 def run_grid(
@@ -859,43 +860,6 @@ def run_grid(
             train_and_evaluate(config, run_dir, progress=progress, min_checkpoint_interval=min_checkpoint_interval)
         )
     return summaries
-
-
-def format_table(summaries: list[dict[str, Any]]) -> str:
-    """A Markdown table of run summaries: one row per (config, head, protocol), mean ± std over seeds.
-
-    Classification rows show accuracies; regression rows (no accuracy) show the MSE.
-    """
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for s in summaries:
-        groups.setdefault((s.get("name", s["model"]), s["head"], s["protocol"]), []).append(s)
-
-    def stat(values: list[float | None], percent: bool) -> str:
-        vals = [v for v in values if v is not None]
-        if not vals:
-            return "-"
-        scale, fmt, unit = (100.0, ".2f", "%") if percent else (1.0, ".4g", "")
-        if len(vals) == 1:
-            return f"{scale * vals[0]:{fmt}}{unit}"
-        return f"{scale * np.mean(vals):{fmt}} ± {scale * np.std(vals, ddof=1):{fmt}}{unit}"
-
-    lines = [
-        "| config | head | protocol | seeds | epochs | metric | final test | best test | val-selected test | s/epoch |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
-    ]
-    for (name, head, protocol), runs in groups.items():
-        acc = runs[0].get("test_accuracy") is not None
-        key = "accuracy" if acc else "loss"
-        final = stat([r.get(f"test_{key}") for r in runs], acc)
-        best = stat([r.get(f"best_test_{key}") for r in runs], acc)
-        selected = stat([r.get(f"val_selected_test_{key}") for r in runs], acc)
-        seconds = [r["seconds_per_epoch"] for r in runs if r.get("seconds_per_epoch") is not None]
-        per_epoch = f"{np.mean(seconds):.3f}" if seconds else "-"
-        lines.append(
-            f"| {name} | {head} | {protocol} | {len(runs)} | {runs[0]['epochs']} | "
-            f"{'accuracy' if acc else 'MSE'} | {final} | {best} | {selected} | {per_epoch} |"
-        )
-    return "\n".join(lines)
 
 
 DEMO_WORKDIR = os.path.join("runs", "demo")

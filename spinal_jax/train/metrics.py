@@ -6,11 +6,13 @@ run never holds lines of epochs it re-trains.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -73,13 +75,29 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
-    """PNG of the loss and accuracy curves per epoch (matplotlib, Agg backend), written atomically."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def preload_plotting() -> None:
+    """Import matplotlib in a background thread (if installed), so that ``plot_curves`` after a run's
+    last epoch does not wait for the import."""
+
+    def load() -> None:
+        with contextlib.suppress(ImportError):
+            _pyplot()
+
+    threading.Thread(target=load, name="preload-matplotlib", daemon=True).start()
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
+    """PNG of the loss and accuracy curves per epoch (matplotlib, Agg backend), written atomically."""
+    plt = _pyplot()
     epochs = [r["epoch"] + 1 for r in history]
     has_acc = any(r.get("train_accuracy") is not None for r in history)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5, 3.6), squeeze=False)

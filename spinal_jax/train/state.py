@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 from flax.training import train_state
+from jax._src import config as jax_config
 
 
 class TrainState(train_state.TrainState):
@@ -44,8 +46,21 @@ def create_train_state(
     ``state.rng``, the root of the per-step dropout and augmentation keys. ``model`` and ``tx`` must be
     hashable (flax modules and optax transformations are).
     """
-    arrays = _initial_arrays(model, tx, example_input, init_key, train_key)
+    with _threefry_kernel():
+        arrays = _initial_arrays(model, tx, example_input, init_key, train_key)
     return TrainState(apply_fn=model.apply, tx=tx, **arrays)
+
+
+def _threefry_kernel() -> contextlib.AbstractContextManager:
+    """In this thread, jax's Threefry hash as its one GPU kernel instead of XLA's unrolled rounds.
+
+    Same bits either way (the CPU ignores it). A model's initialisation draws once per parameter,
+    and as unrolled rounds those draws compiled into ~300 kernels: 12 s of a VGG-5 run's start-up on
+    an H100. ``jax_threefry_gpu_kernel_lowering`` has no public thread-local switch; without it (another
+    jax version) the initialisation compiles as before.
+    """
+    flag = getattr(jax_config, "threefry_gpu_kernel_lowering", None)
+    return flag(True) if callable(flag) else contextlib.nullcontext()
 
 
 # One jitted program, compiled once per (model, tx, shapes): run op by op, the initialisation compiles
