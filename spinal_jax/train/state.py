@@ -54,10 +54,11 @@ def create_train_state(
 def _threefry_kernel() -> contextlib.AbstractContextManager:
     """In this thread, jax's Threefry hash as its one GPU kernel instead of XLA's unrolled rounds.
 
-    Same bits either way (the CPU ignores it). A model's initialisation draws once per parameter,
-    and as unrolled rounds those draws compiled into ~300 kernels: 12 s of a VGG-5 run's start-up on
-    an H100. ``jax_threefry_gpu_kernel_lowering`` has no public thread-local switch; without it (another
-    jax version) the initialisation compiles as before.
+    Same bits either way (the CPU ignores it). A model's initialisation draws once per parameter; as
+    unrolled rounds those draws make hundreds of fused kernels, and compiling them took 11.8 s of a
+    VGG-5 run's set-up on an H100 (``experiments/results/startup_phases.jsonl``).
+    ``jax_threefry_gpu_kernel_lowering`` has no public thread-local switch; without it (another jax
+    version) the initialisation compiles as before.
     """
     flag = getattr(jax_config, "threefry_gpu_kernel_lowering", None)
     return flag(True) if callable(flag) else contextlib.nullcontext()
