@@ -287,6 +287,20 @@ def test_threefry_kernel_switch_is_this_threads_only():
     assert seen == [before] and flag.value == before
 
 
+def test_initialisation_lowers_threefry_to_the_gpu_kernel():
+    # For CUDA (lowered from the CPU), the train state's draws are jax's Threefry kernel, not unrolled rounds.
+    from spinal_jax.models import mnist
+    from spinal_jax.train import load_config, schedules
+
+    model = mnist.VGG5(head="spinal", width=16, num_layers=3)
+    tx = schedules.make_optimizer(load_config("fashion_mnist_vgg5"))
+    key = jax.random.PRNGKey(0)
+    with state._threefry_kernel():  # read when lowering, as create_train_state's call does
+        traced = state._initial_arrays.trace(model, tx, jnp.zeros((1, 28, 28, 1)), key, key)
+        text = traced.lower(lowering_platforms=("cuda",)).as_text()
+    assert "cu_threefry2x32" in text
+
+
 def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog):
     # 80 training examples at batch 7: 11 steps in chunks of 4, 4 and 3 (two chunk shapes) and a tail of 3;
     # the clean protocol's validation split (20) and the test split (40) lay out differently.
