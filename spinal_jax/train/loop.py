@@ -162,7 +162,7 @@ def _place(tree: Any, shardings: Any) -> Any:
 @dataclasses.dataclass
 class EvalArrays:
     """A split laid out for one jitted evaluation: ``(num_batches, batch, ...)`` plus a padding mask
-    (host arrays from ``pad_eval``, device arrays from ``layout_eval``)."""
+    (host arrays from ``pad_eval``, device arrays from ``place_eval`` / ``layout_eval``)."""
 
     x: Any
     y: Any
@@ -354,9 +354,9 @@ class _Run:
             eval_transform=eval_transform,
             state_sharding=self.state_sharding,
         )
-        # The training chunks and the evaluation compile in the background from here on (from the
-        # shapes of the state and the data), while the data go to the device, the state is made and
-        # (in train_and_evaluate) the checkpoints are looked up: wait_compiled().
+        # The training chunks, the epoch's permutation and the evaluation compile in the background
+        # from here on (from the shapes of the state and the data), while the data go to the device,
+        # the state is made and (in train_and_evaluate) the checkpoints are looked up: wait_compiled().
         self._compiling = self._compile_ahead(
             jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, self.state_sharding)
         )
