@@ -189,24 +189,24 @@ def _grid(args: argparse.Namespace, overrides: list[str]) -> int:
         if args.coordinator_address or args.num_processes not in (None, 1) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
             raise ValueError("--jobs runs on one host; for a job over several hosts leave it at 1")
         # The runs train in processes of their own: this one loads no trainer and joins no multi-host job.
-        from spinal_jax.train import jobs
-
-        configs = grid.grid_configs(args.names, seeds=args.seeds, overrides=_with_fsdp(args, overrides))
-        summaries = jobs.run_grid_jobs(configs, args.workdir, args.jobs, checkpoint_every=args.checkpoint_every)
-        print(grid.format_table(summaries))
-        return 0
-    overrides = _scale_out(args, overrides)
-    from spinal_jax.train import loop
-
+        overrides = _with_fsdp(args, overrides)
+    else:
+        overrides = _scale_out(args, overrides)
     configs = grid.grid_configs(args.names, seeds=args.seeds, overrides=overrides)
     progress = None if not args.quiet else False
-    if args.multi:
+    if args.jobs != 1:
+        from spinal_jax.train import jobs
+
+        summaries = jobs.run_grid_jobs(configs, args.workdir, args.jobs, checkpoint_every=args.checkpoint_every)
+    elif args.multi:
         from spinal_jax.train import multi
 
         summaries = multi.run_grid_multi(
             configs, args.workdir, progress=progress, min_checkpoint_interval=args.checkpoint_every
         )
     else:
+        from spinal_jax.train import loop
+
         summaries = loop.run_grid(configs, args.workdir, progress=progress, min_checkpoint_interval=args.checkpoint_every)
     print(grid.format_table(summaries))
     return 0

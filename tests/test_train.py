@@ -254,13 +254,16 @@ def test_chunk_size_prefers_divisors():
     assert loop.chunk_size(97, 10) == 10  # prime: a shorter last chunk
 
 
-def test_train_state_is_one_compiled_program(caplog):
-    # Op by op, the initialisation compiled ~160 small programs (10-15 s of a run's set-up).
+def _small_vgg5_and_optimizer():
     from spinal_jax.models import mnist
     from spinal_jax.train import load_config, schedules
 
-    model = mnist.VGG5(head="spinal", width=16, num_layers=3)
-    tx = schedules.make_optimizer(load_config("fashion_mnist_vgg5"))
+    return mnist.VGG5(head="spinal", width=16, num_layers=3), schedules.make_optimizer(load_config("fashion_mnist_vgg5"))
+
+
+def test_train_state_is_one_compiled_program(caplog):
+    # Op by op, the initialisation compiled ~160 small programs (10-15 s of a run's set-up).
+    model, tx = _small_vgg5_and_optimizer()
     example = jnp.zeros((1, 28, 28, 1))
     keys = [jax.random.PRNGKey(i) for i in range(4)]
     with caplog.at_level(logging.WARNING), jax.log_compiles():
@@ -289,11 +292,7 @@ def test_threefry_kernel_switch_is_this_threads_only():
 
 def test_initialisation_lowers_threefry_to_the_gpu_kernel():
     # For CUDA (lowered from the CPU), the train state's draws are jax's Threefry kernel, not unrolled rounds.
-    from spinal_jax.models import mnist
-    from spinal_jax.train import load_config, schedules
-
-    model = mnist.VGG5(head="spinal", width=16, num_layers=3)
-    tx = schedules.make_optimizer(load_config("fashion_mnist_vgg5"))
+    model, tx = _small_vgg5_and_optimizer()
     key = jax.random.PRNGKey(0)
     with state._threefry_kernel():  # read when lowering, as create_train_state's call does
         traced = state._initial_arrays.trace(model, tx, jnp.zeros((1, 28, 28, 1)), key, key)
@@ -307,12 +306,12 @@ def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog):
     config = _cnn_config(protocol="clean", batch_size=7, eval_batch_size=8, log_every_steps=4)
     run = loop._Run(config, str(tmp_path), _one_device(), progress=False)
     assert (run.steps, run.chunk, run.tail) == (11, 4, 3)
-    state = run.initial_state
+    trained = run.initial_state
     assert run.wait_compiled() >= 0 and run.wait_compiled() < 0.1  # the second wait finds nothing left
     with caplog.at_level(logging.WARNING), jax.log_compiles():
-        state, *_ = run.train_epoch(state, 0)
-        run.evaluate(state, run.test)
-        run.evaluate(state, run.val)
+        trained, *_ = run.train_epoch(trained, 0)
+        run.evaluate(trained, run.test)
+        run.evaluate(trained, run.val)
     compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
     assert any("train_step" in m for m in compiled), compiled  # the tail step compiles on first use
     ahead = ("train_chunk", "evaluate_arrays", "epoch_permutation")

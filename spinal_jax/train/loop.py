@@ -454,7 +454,7 @@ class _Run:
 
         replicated, sharding = parallel.replicated(self.mesh), _eval_sharding(self.mesh)
         images, labels = _struct(self.train_x, replicated), _struct(self.train_y, replicated)
-        lengths = sorted({min(self.chunk, self.steps - first) for first in range(0, self.steps, self.chunk)})
+        lengths = sorted({n for _, n in self._chunk_spans()})
         # The index chunks are slices of the replicated permutation (_epoch_order): replicated too.
         index_chunks = [jax.ShapeDtypeStruct((n, self.batch_size), jnp.int32, sharding=replicated) for n in lengths]
         layouts = {split.x.shape: split for split in (self.test, self.val) if split is not None}.values()
@@ -483,12 +483,16 @@ class _Run:
         return time.perf_counter() - start
 
     # -- one epoch ------------------------------------------------------------------------------
+    def _chunk_spans(self) -> list[tuple[int, int]]:
+        """``(first step, steps)`` of each of an epoch's chunks: ``chunk`` steps, the last maybe fewer."""
+        return [(first, min(self.chunk, self.steps - first)) for first in range(0, self.steps, self.chunk)]
+
     def _epoch_order(self, epoch: int) -> tuple[list[jax.Array], jax.Array | None]:
         """The epoch's example indices: ``steps`` batches in chunks of ``chunk`` (the last may be
         shorter), and the tail batch's indices (None without a tail)."""
         perm = self.fns.epoch_permutation(self.shuffle_key, epoch, self.num_train)
         body = perm[: self.steps * self.batch_size].reshape(self.steps, self.batch_size)
-        chunks = [body[first : first + self.chunk] for first in range(0, self.steps, self.chunk)]
+        chunks = [body[first : first + n] for first, n in self._chunk_spans()]
         return chunks, (perm[self.steps * self.batch_size :] if self.tail else None)
 
     def train_epoch(self, state: TrainState, epoch: int) -> tuple[TrainState, dict[str, float], float, int]:
