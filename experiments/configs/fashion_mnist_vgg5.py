@@ -4,10 +4,10 @@ _SpinalVGG.py`, ORIGINAL §2.2).
 Command: ``spinal-jax train --config fashion_mnist_vgg5 --workdir runs/fashion_mnist_vgg5``
 (``--config.head=spinal`` for the SpinalNet head; both heads and seeds: ``spinal-jax grid fashion_mnist_vgg5 --seeds 3 --workdir runs``)
 
-Expected runtime on one H100 (measured 2026-12-06, experiments/results/): 0.81 s (default) / 0.84 s (spinal) a
+Expected runtime on one H100 (measured 2026-12-06/07, experiments/results/): 0.81 s (default) / 0.84 s (spinal) a
 training epoch in fp32, 0.55 / 0.58 s with ``--config.precision=bf16`` (gpu_benchmark.md); both heads'
-200 epochs at once (``grid --jobs 2 --checkpoint-every 30`` under MPS, test evaluation every epoch) 5.0 min fp32
-(300.2 / 301.4 s in two runs) / 3.4 min bf16 (both_heads_200ep.md).
+200 epochs at once (``grid --jobs 2 --checkpoint-every 30`` under MPS, test evaluation every epoch) 4.9–5.0 min fp32
+(295.2 / 298.3 s in two runs, 2026-12-07) / 3.4 min bf16 (2026-12-06) (both_heads_200ep.md).
 
 Original's reported accuracy: spinal ≈94.68% (supplementary bar chart, §3.2, pixel-measured; model
 inferred); default: none reported.
