@@ -10,9 +10,11 @@ This file is intentionally kept short: it parses arguments and calls the library
     spinal-jax prepare NAME [--data-dir DIR]
     spinal-jax show-augmentations NAME --out FILE.png
 
-``train`` and ``grid`` also take ``--fsdp`` and, for a job over several hosts, ``--coordinator-address
-HOST:PORT --num-processes N --process-id I`` (or ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
-``JAX_PROCESS_ID``, or a cluster JAX detects, e.g. Slurm); every host runs the same command.
+``train`` and ``grid`` also take ``--deterministic`` (bitwise-reproducible runs on the GPU: XLA's
+deterministic operations, ~2% slower on an H100; the CPU is deterministic anyway), ``--fsdp`` and, for a
+job over several hosts, ``--coordinator-address HOST:PORT --num-processes N --process-id I`` (or
+``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, or a cluster JAX detects, e.g.
+Slurm); every host runs the same command.
 
 ``train`` uses ``--workdir`` itself as the run directory; ``grid`` and ``demo`` put each run in
 ``<workdir>/<config>/<head>/seed<k>``. Running the same command again resumes unfinished runs and
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="the run directory (resumed if it holds an unfinished run)")
     p.add_argument("--num-devices", type=int, default=None, help="devices of the data mesh (default: all)")
     _add_checkpoint_flag(p)
+    _add_deterministic_flag(p)
     _add_scale_out_flags(p)
 
     p = sub.add_parser("grid", help="configs x both heads x seeds (finished runs skipped)")
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default: one by one, each run bitwise equal to `spinal-jax train`",
     )
     _add_checkpoint_flag(p)
+    _add_deterministic_flag(p)
     _add_scale_out_flags(p)
 
     p = sub.add_parser("report", help="Markdown table and plots of the runs under a directory")
@@ -132,6 +136,15 @@ def _add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
         help="save a checkpoint after an epoch only when the last one is at least this old (the last epoch "
         "is always saved; a resumed run replays the same numbers and loses at most this much training); "
         "default 0: after every epoch",
+    )
+
+
+def _add_deterministic_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="bitwise-reproducible runs on the GPU (XLA_FLAGS gets --xla_gpu_deterministic_ops=true; ~2%% slower "
+        "on an H100); the CPU is deterministic without it",
     )
 
 
@@ -265,6 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spinal-jax: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args.quiet)
+    if getattr(args, "deterministic", False):  # before any backend starts; grid --jobs's runs inherit it
+        from spinal_jax.train.determinism import enable_deterministic_gpu_ops
+
+        try:
+            enable_deterministic_gpu_ops()
+        except (ValueError, RuntimeError) as err:
+            print(f"spinal-jax: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
     if args.command in ("demo", "train") or (args.command == "grid" and args.jobs == 1):  # compiles here
         from spinal_jax.train.loop import enable_compilation_cache
 

@@ -7,6 +7,7 @@
 - ``run_dir_for``, ``grid_configs``, ``format_table`` (``spinal_jax.train.grid``, no JAX), ``loop.run_grid``,
   ``loop.run_demo``: the grid layout, grids and the demo.
 - ``Config``, ``load_config``, ``apply_overrides``: the configuration (``spinal_jax.train.config``).
+- ``enable_deterministic_gpu_ops``: bitwise-reproducible runs on the GPU (``spinal_jax.train.determinism``).
 
 The names are imported on first use, so that ``spinal_jax.train.config``, ``errors``, ``grid`` and
 ``jobs`` load without the trainer (``spinal-jax grid --jobs N`` starts its runs' processes without it).
@@ -23,6 +24,7 @@ _WHERE = {
     "Config": "config",
     "apply_overrides": "config",
     "load_config": "config",
+    "enable_deterministic_gpu_ops": "determinism",
     "RunConfigMismatch": "errors",
     "TrainingDiverged": "errors",
     "format_table": "grid",
@@ -47,6 +49,7 @@ __all__ = [
     "TrainingDiverged",
     "apply_overrides",
     "create_train_state",
+    "enable_deterministic_gpu_ops",
     "eval_step",
     "evaluate_arrays",
     "format_table",
@@ -61,6 +64,7 @@ __all__ = [
 if TYPE_CHECKING:
     from spinal_jax.train.checkpoint import Checkpointer, CheckpointWarning
     from spinal_jax.train.config import Config, apply_overrides, load_config
+    from spinal_jax.train.determinism import enable_deterministic_gpu_ops
     from spinal_jax.train.errors import RunConfigMismatch, TrainingDiverged
     from spinal_jax.train.grid import format_table, grid_configs, run_dir_for
     from spinal_jax.train.loop import train_and_evaluate
