@@ -7,23 +7,9 @@ import os
 import subprocess
 import sys
 
-import jax
 import pytest
 
 from spinal_jax.cli import main
-
-
-@pytest.fixture(autouse=True)
-def compilation_cache(tmp_path_factory, monkeypatch):
-    """The CLI turns on the persistent compilation cache: point it at a temp dir, restore the config."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    cache = tmp_path_factory.getbasetemp() / "cli_xla_cache"
-    monkeypatch.setenv("SPINAL_JAX_COMPILATION_CACHE", str(cache))
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
 
 
 def _summary(path) -> dict:

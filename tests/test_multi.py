@@ -37,15 +37,8 @@ def _splits(config: Config) -> tuple[Split, Split | None, Split, int]:
 
 
 @pytest.fixture(autouse=True)
-def synthetic(monkeypatch, tmp_path_factory):
+def synthetic(monkeypatch):
     monkeypatch.setattr(loop, "load_splits", _splits)
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    loop.enable_compilation_cache(tmp_path_factory.getbasetemp() / "xla_cache_multi")
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
 
 
 def _config(**kw) -> Config:

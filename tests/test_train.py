@@ -59,18 +59,6 @@ def _synthetic_splits(config: Config) -> tuple[Split, Split | None, Split, int]:
     return train, val, test, 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """Runs of one config share their compiled executables (as the CLI does); restored afterwards."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    loop.enable_compilation_cache(tmp_path_factory.mktemp("xla_cache"))
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-
-
 @pytest.fixture
 def synthetic(monkeypatch):
     monkeypatch.setattr(loop, "load_splits", _synthetic_splits)
