@@ -205,14 +205,17 @@ def test_flat_parameter_chunk_refuses_a_per_tensor_optimizer():
         fns.train_chunk(state, x, y, jnp.zeros((1, 4), jnp.int32))
 
 
-def test_flat_parameter_chunk_is_bitwise_the_tree_chunk():
-    """The library's fast path (parameters raveled through the chunk, keys drawn before the loop) gives
-    bit for bit the numbers of the plain tree-carrying chunk: VGG-5 with BatchNorm, dropout, augmentation
-    and the library's Adam."""
+@pytest.mark.parametrize("output_major", [True, False])
+def test_flat_parameter_chunk_is_bitwise_the_tree_chunk(monkeypatch, output_major):
+    """The library's fast path (parameters raveled through the chunk, convolution kernels output channel
+    first in that vector, keys drawn before the loop) gives bit for bit the numbers of the plain
+    tree-carrying chunk: VGG-5 with BatchNorm, dropout, augmentation and the library's Adam, over two
+    chunks (the second starts from non-zero moments, which the raveled form reorders and restores)."""
     from spinal_jax.data import augment
     from spinal_jax.models import mnist
     from spinal_jax.train import load_config, schedules
 
+    monkeypatch.setattr(steps, "KERNELS_OUTPUT_MAJOR", output_major)
     config = load_config("fashion_mnist_vgg5")
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (16, 28, 28, 1)), jnp.uint8)
@@ -227,12 +230,25 @@ def test_flat_parameter_chunk_is_bitwise_the_tree_chunk():
     results = []
     for flat in (False, True):
         fns = steps.StepFunctions(loss="cross_entropy", train_transform=transform, flat_params=flat)
-        state, sums = fns.train_chunk(make(), images, labels, idx)
+        state, _ = fns.train_chunk(make(), images, labels, idx[:2])
+        state, sums = fns.train_chunk(state, images, labels, idx[2:])
         results.append((state, sums))
     (tree_state, tree_sums), (flat_state, flat_sums) = results
     for a, b in zip(jax.tree.leaves((tree_state, tree_sums)), jax.tree.leaves((flat_state, flat_sums)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert int(flat_state.step) == 4
+    moments = [a for a in jax.tree.leaves(flat_state.opt_state) if a.ndim == 1 and a.size > 1000]
+    assert len(moments) == 2 and all(float(jnp.abs(m).max()) > 0 for m in moments)
+
+
+def test_raveled_vector_holds_kernels_output_channel_first():
+    """The vector the chunk carries has each 4-D kernel as (Cout, k, k, Cin), contiguous."""
+    kernel = jnp.arange(3 * 3 * 2 * 4, dtype=jnp.float32).reshape(3, 3, 2, 4)
+    tree = {"conv": {"kernel": kernel, "bias": jnp.zeros(4)}}
+    packed = steps._output_major(tree)
+    np.testing.assert_array_equal(packed["conv"]["kernel"][1, :, :, :], kernel[:, :, :, 1])
+    np.testing.assert_array_equal(packed["conv"]["bias"], tree["conv"]["bias"])
+    jax.tree.map(np.testing.assert_array_equal, steps._input_major(packed), tree)
 
 
 def test_chunk_size_prefers_divisors():

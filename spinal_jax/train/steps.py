@@ -29,6 +29,21 @@ _AUGMENT_STREAM = 1  # fold_in tags that keep the per-step keys of different use
 _DROPOUT_STREAM = 2
 _RAVELED = "raveled"
 
+#: ``train_chunk(flat_params=True)`` puts the 4-D parameters (convolution kernels, HWIO in the tree)
+#: into the raveled vector output channel first (OHWI), the filter layout that cuDNN's NHWC kernels
+#: read and write: the step then slices its kernels out of the vector and writes their gradients into
+#: it without a transpose each way (PERF_NOTES.md, change 34). A permutation of the vector, undone at
+#: the chunk's end, so the numbers are the same either way.
+KERNELS_OUTPUT_MAJOR = True
+
+
+def _output_major(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.transpose(a, (3, 0, 1, 2)) if a.ndim == 4 else a, tree)
+
+
+def _input_major(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.transpose(a, (1, 2, 3, 0)) if a.ndim == 4 else a, tree)
+
 
 def _check_loss(loss: str) -> None:
     if loss not in LOSSES:
@@ -146,13 +161,17 @@ def train_chunk(
     keys are drawn for the whole chunk before the loop. ``flat_params``: the loop carries the parameters
     raveled into one vector, so that the optimizer updates them all in one fused pass; it needs an
     optimizer that works on the raveled vector (``optax.flatten(...)``, as ``make_optimizer`` builds
-    it unless ``config.fsdp``). The numbers are the same either way.
+    it unless ``config.fsdp``); convolution kernels lie in that vector output channel first
+    (``KERNELS_OUTPUT_MAJOR``). The numbers are the same either way.
     """
     steps = state.step + jnp.arange(indices.shape[0], dtype=state.step.dtype)
     keys = jax.vmap(step_keys, in_axes=(None, 0))(state.rng, steps)
     unravel = None
     if flat_params:
-        vector, unravel_vector = ravel_pytree(state.params)
+        tree_vector, unravel_tree = ravel_pytree(state.params)
+        reorder = KERNELS_OUTPUT_MAJOR and any(a.ndim == 4 for a in jax.tree.leaves(state.params))
+        pack, unpack = (_output_major, _input_major) if reorder else (lambda t: t, lambda t: t)
+        vector, unravel_vector = ravel_pytree(pack(state.params))
         raveled = {_RAVELED: vector}  # a dict, as flax's apply_gradients expects
         if jax.tree.structure(jax.eval_shape(state.tx.init, raveled)) != jax.tree.structure(state.opt_state):
             raise ValueError(
@@ -160,10 +179,25 @@ def train_chunk(
                 "optax.flatten(tx) (make_optimizer builds one unless config.fsdp); this optimizer's state "
                 "is laid out like the parameter tree"
             )
-        state = state.replace(params=raveled)
+
+        def per_parameter(fn: Callable[[jax.Array], jax.Array], opt_state: Any) -> Any:
+            # the optimizer's per-parameter vectors (its moments) follow the parameters' order
+            def visit(a: jax.Array) -> jax.Array:
+                same = reorder and a.shape == tree_vector.shape and a.dtype == tree_vector.dtype
+                return fn(a) if same else a
+
+            return jax.tree.map(visit, opt_state)
+
+        def to_vector_order(v: jax.Array) -> jax.Array:
+            return ravel_pytree(pack(unravel_tree(v)))[0]
+
+        def to_tree_order(v: jax.Array) -> jax.Array:
+            return ravel_pytree(unpack(unravel_vector(v)))[0]
 
         def unravel(params: dict[str, jax.Array]) -> Any:
-            return unravel_vector(params[_RAVELED])
+            return unpack(unravel_vector(params[_RAVELED]))
+
+        state = state.replace(params=raveled, opt_state=per_parameter(to_vector_order, state.opt_state))
 
     def body(carry: tuple[TrainState, Metrics], xs: tuple[jax.Array, Any]) -> tuple[tuple[TrainState, Metrics], None]:
         state, sums = carry
@@ -176,7 +210,7 @@ def train_chunk(
 
     (state, sums), _ = jax.lax.scan(body, (state, _zeros_like_metrics(loss)), (indices, keys))
     if unravel is not None:
-        state = state.replace(params=unravel(state.params))
+        state = state.replace(params=unravel(state.params), opt_state=per_parameter(to_tree_order, state.opt_state))
     return state, sums
 
 
