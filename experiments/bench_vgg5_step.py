@@ -29,7 +29,11 @@ pool, whose backward re-reads the pool's input instead of the forward's argmax),
 ``chaincols16`` / ``chaincols64`` give each of ``fused_chain``'s programs 16 / 64 columns (32 by default),
 ``chainwarps8`` runs them with 8 warps (4 by default); ``biasgrad`` computes the gradients of the
 convolution and hidden-layer biases that train-mode BatchNorm cancels
-(``normalization.SKIP_CANCELLED_BIAS_GRADIENT`` off). ``matmul49`` tries a new piece instead: the convolutions on
+(``normalization.SKIP_CANCELLED_BIAS_GRADIENT`` off); ``stencilconv`` computes the 1-channel first
+convolution's forward as nine shifted multiply-adds in one elementwise fusion instead of the patch matmul; ``ohwi`` stores the
+kernels of the convolutions cuDNN computes as (Cout, k, k, Cin) instead of HWIO (as parameters);
+``hwioflat`` keeps the kernels HWIO in the raveled vector the chunk carries
+(``steps.KERNELS_OUTPUT_MAJOR`` off). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
@@ -153,9 +157,70 @@ def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_shardi
     return jax.lax.scan(body, (state, steps._zeros_like_metrics(loss)), indices)[0]
 
 
+@jax.custom_vjp
+def _stencil_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A 1-channel, 3x3, pad-1 convolution as nine shifted multiply-adds (one elementwise fusion, float32
+    sums like the matmul's accumulator); its gradient is ``conv_as_matmul``'s (the patch matmul)."""
+    k = kernel.shape[0]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).astype(jnp.float32)
+    h, w = x.shape[1:3]
+    w32 = kernel.astype(jnp.float32)
+    y = sum(xp[:, i:i + h, j:j + w, :] * w32[i, j, 0] for i in range(k) for j in range(k))
+    return y.astype(jnp.result_type(x, kernel))
+
+
+def _stencil_conv_fwd(x, kernel):
+    return _stencil_conv(x, kernel), (x, kernel)
+
+
+def _stencil_conv_bwd(res, g):
+    x, kernel = res
+    return jax.vjp(lambda a, b: _LIBRARY_CONV_AS_MATMUL(a, b, 1, 1), x, kernel)[1](g)
+
+
+_stencil_conv.defvjp(_stencil_conv_fwd, _stencil_conv_bwd)
+_LIBRARY_CONV_AS_MATMUL = common.conv_as_matmul
+
+
+def _conv_as_matmul_with_stencil(x, kernel, stride=1, padding=0):
+    if x.shape[-1] == 1 and kernel.shape[:2] == (3, 3) and stride == 1 and padding == 1:
+        return _stencil_conv(x, kernel)
+    return _LIBRARY_CONV_AS_MATMUL(x, kernel, stride, padding)
+
+
+class _OhwiConv(common.TorchConv):
+    """``TorchConv`` with the cuDNN path's kernel stored as (Cout, k, k, Cin), the filter layout cuDNN's
+    NHWC kernels read, so no transpose of the kernel (or of its gradient) is needed."""
+
+    @nn.compact
+    def __call__(self, x, *, bias_cancels=False):
+        k, st, p = self.kernel_size, self.stride, self.padding
+        cin = x.shape[-1]
+        small = cin <= common.PATCH_CONV_MAX_CHANNELS or x.shape[1] * x.shape[2] <= common.MATMUL_CONV_MAX_PIXELS
+        hwio = (k, k, cin, self.features)
+        if small:
+            kernel = self.param("kernel", self.kernel_init, hwio, self.param_dtype)
+        else:
+            kernel = self.param("kernel", lambda key, shape, dtype: jnp.transpose(
+                self.kernel_init(key, hwio, dtype), (3, 0, 1, 2)), (self.features, k, k, cin), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = common.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if small:
+            y = common.conv_as_matmul(x, kernel, st, p)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (st, st), ((p, p), (p, p)), dimension_numbers=("NHWC", "OHWI", "NHWC")
+            )
+        return y + (normalization.stop_cancelled_bias_gradient(bias) if bias_cancels else bias)
+
+
+_LIBRARY_TORCH_CONV = common.TorchConv
+
+
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
-              "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad")
+              "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
+              "stencilconv", "ohwi", "hwioflat")
 
 
 @contextlib.contextmanager
@@ -165,7 +230,7 @@ def variant(name: str) -> Iterator[None]:
     saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
              common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
              steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
-             normalization.SKIP_CANCELLED_BIAS_GRADIENT)
+             normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS]
     if unknown:
@@ -206,6 +271,12 @@ def variant(name: str) -> Iterator[None]:
         fused_chain._NUM_WARPS = 8
     if old or "biasgrad" in parts:
         normalization.SKIP_CANCELLED_BIAS_GRADIENT = False
+    if "stencilconv" in parts:
+        common.conv_as_matmul = _conv_as_matmul_with_stencil
+    if "ohwi" in parts:
+        common.TorchConv = _OhwiConv
+    if old or "hwioflat" in parts:
+        steps.KERNELS_OUTPUT_MAJOR = False
     layers.batch_norm_train = normalization.batch_norm_train
     try:
         yield
@@ -213,8 +284,9 @@ def variant(name: str) -> Iterator[None]:
         (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
          common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
          steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
-         normalization.SKIP_CANCELLED_BIAS_GRADIENT) = saved
+         normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR) = saved
         layers.batch_norm_train = normalization.batch_norm_train
+        common.TorchConv = _LIBRARY_TORCH_CONV
 
 
 def time_run(config, epochs: int, profile: bool = False) -> tuple[list[float], float, dict | None]:
