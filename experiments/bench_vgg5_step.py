@@ -157,6 +157,10 @@ def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_shardi
     return jax.lax.scan(body, (state, steps._zeros_like_metrics(loss)), indices)[0]
 
 
+_LIBRARY_CONV_AS_MATMUL = common.conv_as_matmul
+_LIBRARY_TORCH_CONV = common.TorchConv
+
+
 @jax.custom_vjp
 def _stencil_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """A 1-channel, 3x3, pad-1 convolution as nine shifted multiply-adds (one elementwise fusion, float32
@@ -179,7 +183,6 @@ def _stencil_conv_bwd(res, g):
 
 
 _stencil_conv.defvjp(_stencil_conv_fwd, _stencil_conv_bwd)
-_LIBRARY_CONV_AS_MATMUL = common.conv_as_matmul
 
 
 def _conv_as_matmul_with_stencil(x, kernel, stride=1, padding=0):
@@ -212,9 +215,6 @@ class _OhwiConv(common.TorchConv):
                 x, kernel, (st, st), ((p, p), (p, p)), dimension_numbers=("NHWC", "OHWI", "NHWC")
             )
         return y + (normalization.stop_cancelled_bias_gradient(bias) if bias_cancels else bias)
-
-
-_LIBRARY_TORCH_CONV = common.TorchConv
 
 
 _BASES = ("before", "pool", "bn", "unroll", "lib")

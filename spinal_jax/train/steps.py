@@ -168,10 +168,10 @@ def train_chunk(
     keys = jax.vmap(step_keys, in_axes=(None, 0))(state.rng, steps)
     unravel = None
     if flat_params:
-        tree_vector, unravel_tree = ravel_pytree(state.params)
         reorder = KERNELS_OUTPUT_MAJOR and any(a.ndim == 4 for a in jax.tree.leaves(state.params))
         pack, unpack = (_output_major, _input_major) if reorder else (lambda t: t, lambda t: t)
         vector, unravel_vector = ravel_pytree(pack(state.params))
+        unravel_tree = ravel_pytree(state.params)[1]
         raveled = {_RAVELED: vector}  # a dict, as flax's apply_gradients expects
         if jax.tree.structure(jax.eval_shape(state.tx.init, raveled)) != jax.tree.structure(state.opt_state):
             raise ValueError(
@@ -182,11 +182,10 @@ def train_chunk(
 
         def per_parameter(fn: Callable[[jax.Array], jax.Array], opt_state: Any) -> Any:
             # the optimizer's per-parameter vectors (its moments) follow the parameters' order
-            def visit(a: jax.Array) -> jax.Array:
-                same = reorder and a.shape == tree_vector.shape and a.dtype == tree_vector.dtype
-                return fn(a) if same else a
-
-            return jax.tree.map(visit, opt_state)
+            if not reorder:
+                return opt_state
+            like_vector = lambda a: a.shape == vector.shape and a.dtype == vector.dtype  # noqa: E731
+            return jax.tree.map(lambda a: fn(a) if like_vector(a) else a, opt_state)
 
         def to_vector_order(v: jax.Array) -> jax.Array:
             return ravel_pytree(pack(unravel_tree(v)))[0]
