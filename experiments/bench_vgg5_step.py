@@ -33,7 +33,12 @@ convolution and hidden-layer biases that train-mode BatchNorm cancels
 convolution's forward as nine shifted multiply-adds in one elementwise fusion instead of the patch matmul; ``ohwi`` stores the
 kernels of the convolutions cuDNN computes as (Cout, k, k, Cin) instead of HWIO (as parameters);
 ``hwioflat`` keeps the kernels HWIO in the raveled vector the chunk carries
-(``steps.KERNELS_OUTPUT_MAJOR`` off). ``matmul49`` tries a new piece instead: the convolutions on
+(``steps.KERNELS_OUTPUT_MAJOR`` off); ``stepaugment`` gathers and augments each batch inside the chunk's
+loop instead of all the chunk's batches before it (``steps.PREPARED_INPUTS_MAX_BYTES`` = 0); ``imagewgrad`` computes the 1-channel first convolution's
+kernel gradient as a batched product per image, summed, instead of one GEMM over all the batch's pixels;
+``nodropout`` makes every ``nn.Dropout`` the identity (what dropout and its random bits cost; not a
+training setting); ``unrollN`` traces every ``lax.scan`` with ``unroll=N`` (``unroll2``: two training steps a loop
+iteration). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
@@ -158,6 +163,7 @@ def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_shardi
 
 
 _LIBRARY_CONV_AS_MATMUL = common.conv_as_matmul
+_LAX_SCAN = jax.lax.scan
 _LIBRARY_TORCH_CONV = common.TorchConv
 
 
@@ -191,6 +197,37 @@ def _conv_as_matmul_with_stencil(x, kernel, stride=1, padding=0):
     return _LIBRARY_CONV_AS_MATMUL(x, kernel, stride, padding)
 
 
+@jax.custom_vjp
+def _patch_dot_image_wgrad(patches: jax.Array, kernel2d: jax.Array) -> jax.Array:
+    return jnp.dot(patches, kernel2d)
+
+
+def _patch_dot_image_wgrad_fwd(patches, kernel2d):
+    return jnp.dot(patches, kernel2d), (patches, kernel2d)
+
+
+def _patch_dot_image_wgrad_bwd(res, g):
+    patches, kernel2d = res
+    per_image = jnp.einsum("nhwk,nhwc->nkc", patches, g, preferred_element_type=jnp.float32)
+    return jnp.dot(g, kernel2d.T), jnp.sum(per_image, axis=0).astype(kernel2d.dtype)
+
+
+_patch_dot_image_wgrad.defvjp(_patch_dot_image_wgrad_fwd, _patch_dot_image_wgrad_bwd)
+
+
+def _conv_as_matmul_image_wgrad(x, kernel, stride=1, padding=0):
+    """The 1-channel first convolution's kernel gradient as one batched product per image, summed
+    (no split-K GEMM over 78,400 rows padded to 78,848); other convolutions as the library's."""
+    if x.shape[-1] != 1:
+        return _LIBRARY_CONV_AS_MATMUL(x, kernel, stride, padding)
+    k = kernel.shape[0]
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ho, wo = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
+    taps = [x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
+            for i in range(k) for j in range(k)]
+    return _patch_dot_image_wgrad(jnp.concatenate(taps, axis=-1), kernel.reshape(k * k, kernel.shape[3]))
+
+
 class _OhwiConv(common.TorchConv):
     """``TorchConv`` with the cuDNN path's kernel stored as (Cout, k, k, Cin), the filter layout cuDNN's
     NHWC kernels read, so no transpose of the kernel (or of its gradient) is needed."""
@@ -220,7 +257,7 @@ class _OhwiConv(common.TorchConv):
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
               "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
-              "stencilconv", "ohwi", "hwioflat")
+              "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN")
 
 
 @contextlib.contextmanager
@@ -230,9 +267,10 @@ def variant(name: str) -> Iterator[None]:
     saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
              common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
              steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
-             normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR)
+             normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
+             steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan)
     parts = name.split("+")
-    unknown = [p for p in parts if p not in _BASES + _MODIFIERS]
+    unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"unroll\d+", p)]
     if unknown:
         raise ValueError(f"unknown variant part(s) {unknown}; use one of {_BASES} joined to any of {_MODIFIERS}")
     old = parts[0] in _BASES[:4]
@@ -273,10 +311,19 @@ def variant(name: str) -> Iterator[None]:
         normalization.SKIP_CANCELLED_BIAS_GRADIENT = False
     if "stencilconv" in parts:
         common.conv_as_matmul = _conv_as_matmul_with_stencil
+    if "nodropout" in parts:
+        nn.Dropout.__call__ = lambda self, inputs, deterministic=None, rng=None: inputs
+    for part in parts:
+        if re.fullmatch(r"unroll\d+", part):
+            jax.lax.scan = functools.partial(_LAX_SCAN, unroll=int(part[6:]))
+    if "imagewgrad" in parts:
+        common.conv_as_matmul = _conv_as_matmul_image_wgrad
     if "ohwi" in parts:
         common.TorchConv = _OhwiConv
     if old or "hwioflat" in parts:
         steps.KERNELS_OUTPUT_MAJOR = False
+    if old or "stepaugment" in parts:
+        steps.PREPARED_INPUTS_MAX_BYTES = 0
     layers.batch_norm_train = normalization.batch_norm_train
     try:
         yield
@@ -284,7 +331,8 @@ def variant(name: str) -> Iterator[None]:
         (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
          common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
          steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
-         normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR) = saved
+         normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
+         steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan) = saved
         layers.batch_norm_train = normalization.batch_norm_train
         common.TorchConv = _LIBRARY_TORCH_CONV
 

@@ -208,9 +208,10 @@ def test_flat_parameter_chunk_refuses_a_per_tensor_optimizer():
 @pytest.mark.parametrize("output_major", [True, False])
 def test_flat_parameter_chunk_is_bitwise_the_tree_chunk(monkeypatch, output_major):
     """The library's fast path (parameters raveled through the chunk, convolution kernels output channel
-    first in that vector, keys drawn before the loop) gives bit for bit the numbers of the plain
-    tree-carrying chunk: VGG-5 with BatchNorm, dropout, augmentation and the library's Adam, over two
-    chunks (the second starts from non-zero moments, which the raveled form reorders and restores)."""
+    first in that vector, keys drawn and batches augmented before the loop) gives bit for bit the numbers
+    of the plain tree-carrying chunk that augments each batch in its loop: VGG-5 with BatchNorm, dropout,
+    augmentation and the library's Adam, over two chunks (the second starts from non-zero moments, which
+    the raveled form reorders and restores)."""
     from spinal_jax.data import augment
     from spinal_jax.models import mnist
     from spinal_jax.train import load_config, schedules
@@ -229,6 +230,8 @@ def test_flat_parameter_chunk_is_bitwise_the_tree_chunk(monkeypatch, output_majo
     )
     results = []
     for flat in (False, True):
+        # the reference gathers and augments each batch inside the loop, the fast path all before it
+        monkeypatch.setattr(steps, "PREPARED_INPUTS_MAX_BYTES", steps.PREPARED_INPUTS_MAX_BYTES if flat else 0)
         fns = steps.StepFunctions(loss="cross_entropy", train_transform=transform, flat_params=flat)
         state, _ = fns.train_chunk(make(), images, labels, idx[:2])
         state, sums = fns.train_chunk(state, images, labels, idx[2:])

@@ -36,6 +36,14 @@ _RAVELED = "raveled"
 #: the chunk's end, so the numbers are the same either way.
 KERNELS_OUTPUT_MAJOR = True
 
+#: ``train_chunk`` gathers and augments the batches of all its steps before the loop, in one set of
+#: kernels over ``steps x batch`` images instead of one set a step (the batches depend only on the
+#: indices and the keys, not on the state), when they take at most this many bytes on the device;
+#: larger chunks (big images) gather and augment each batch inside the loop. The same numbers either
+#: way (bit for bit in tests/test_train.py). The augmentation's temporaries grow with the chunk: with
+#: it, the bf16 VGG-5 benchmark's peak memory rose from 293 to 430 MiB on an H100 (PERF_NOTES.md, change 36).
+PREPARED_INPUTS_MAX_BYTES = 64 << 20
+
 
 def _output_major(tree: Any) -> Any:
     return jax.tree.map(lambda a: jnp.transpose(a, (3, 0, 1, 2)) if a.ndim == 4 else a, tree)
@@ -73,6 +81,16 @@ def _prepare_inputs(images: jax.Array, key: jax.Array, transform: Transform | No
     if jnp.issubdtype(images.dtype, jnp.integer):
         return images.astype(jnp.float32) / 255.0
     return images.astype(jnp.float32)
+
+
+def _prepared(key: jax.Array, inputs: jax.Array) -> jax.Array:
+    """The transform of batches that ``train_chunk`` prepared before its loop: none."""
+    return inputs
+
+
+def _behind_steps(sharding: Any) -> Any:
+    """``sharding`` of a batch, for a stack of batches: one more leading (steps) axis, not split."""
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(None, *sharding.spec))
 
 
 def step_keys(rng: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -158,7 +176,8 @@ def train_chunk(
     """``len(indices)`` train steps in one ``lax.scan``; batch ``i`` is ``images[indices[i]]``.
 
     ``images``/``labels`` are the whole split on the device; only indices travel per chunk. The steps'
-    keys are drawn for the whole chunk before the loop. ``flat_params``: the loop carries the parameters
+    keys are drawn for the whole chunk before the loop, and so are its batches, gathered and augmented
+    (``PREPARED_INPUTS_MAX_BYTES``). ``flat_params``: the loop carries the parameters
     raveled into one vector, so that the optimizer updates them all in one fused pass; it needs an
     optimizer that works on the raveled vector (``optax.flatten(...)``, as ``make_optimizer`` builds
     it unless ``config.fsdp``); convolution kernels lie in that vector output channel first
@@ -198,16 +217,36 @@ def train_chunk(
 
         state = state.replace(params=raveled, opt_state=per_parameter(to_vector_order, state.opt_state))
 
-    def body(carry: tuple[TrainState, Metrics], xs: tuple[jax.Array, Any]) -> tuple[tuple[TrainState, Metrics], None]:
+    def gather(batch_indices: jax.Array) -> Batch:
+        return {"image": jnp.take(images, batch_indices, axis=0), "label": jnp.take(labels, batch_indices, axis=0)}
+
+    prepare_all = jax.vmap(functools.partial(_prepare_inputs, transform=transform))
+    prepared = jax.eval_shape(prepare_all, jax.eval_shape(gather, indices)["image"], keys[0])
+    prepare_ahead = prepared.size * prepared.dtype.itemsize <= PREPARED_INPUTS_MAX_BYTES
+    if prepare_ahead:
+        batches = gather(indices)
+        inputs = prepare_all(batches["image"], keys[0])
+        if batch_sharding is not None:  # (steps, batch, ...): the batch axis is the second
+            inputs = jax.lax.with_sharding_constraint(inputs, _behind_steps(batch_sharding))
+        xs = ({**batches, "image": inputs}, keys)
+    else:
+        xs = (indices, keys)
+
+    def body(carry: tuple[TrainState, Metrics], xs: tuple[Any, Any]) -> tuple[tuple[TrainState, Metrics], None]:
         state, sums = carry
-        batch_indices, step_keys_ = xs
-        batch = {"image": jnp.take(images, batch_indices, axis=0), "label": jnp.take(labels, batch_indices, axis=0)}
+        batch, step_keys_ = xs
         state, metrics = train_step(
-            state, batch, loss=loss, transform=transform, batch_sharding=batch_sharding, keys=step_keys_, unravel=unravel
+            state,
+            batch if prepare_ahead else gather(batch),
+            loss=loss,
+            transform=_prepared if prepare_ahead else transform,
+            batch_sharding=batch_sharding,
+            keys=step_keys_,
+            unravel=unravel,
         )
         return (state, _add(sums, metrics)), None
 
-    (state, sums), _ = jax.lax.scan(body, (state, _zeros_like_metrics(loss)), (indices, keys))
+    (state, sums), _ = jax.lax.scan(body, (state, _zeros_like_metrics(loss)), xs)
     if unravel is not None:
         state = state.replace(params=unravel(state.params), opt_state=per_parameter(to_tree_order, state.opt_state))
     return state, sums
