@@ -23,6 +23,8 @@ NUM_PROCESSES = 2
 DEVICES_PER_PROCESS = 2
 NUM_STEPS = 4
 TIMEOUT_S = 150
+# The processes' XLA flags: their device count, and the compile-time saving of tests/conftest.py (LLVM -O1)
+XLA_FLAGS = f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS} --xla_backend_optimization_level=1"
 
 
 def _worker(out: str) -> None:
@@ -61,7 +63,7 @@ def test_two_processes_match_one_process(tmp_path):
         env = dict(os.environ)
         env.update(
             JAX_PLATFORMS="cpu",
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+            XLA_FLAGS=XLA_FLAGS,
             JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
             JAX_NUM_PROCESSES=str(NUM_PROCESSES),
             JAX_PROCESS_ID=str(pid),
@@ -124,7 +126,7 @@ def test_two_processes_run_the_cli_like_one_process(tmp_path):
         env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k != "XLA_FLAGS"}
         env.update(
             JAX_PLATFORMS="cpu",
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+            XLA_FLAGS=XLA_FLAGS,
             JAX_DEFAULT_MATMUL_PRECISION="highest",
             SPINAL_JAX_COMPILATION_CACHE="0",
         )

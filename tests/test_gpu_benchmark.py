@@ -35,8 +35,14 @@ gb = _load("gpu_benchmark", SCRIPT)
 
 
 def _run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a plain run
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
+    # one CPU device, as a plain run, compiled as cheaply as the tests (tests/conftest.py): LLVM -O1 and the
+    # session's compilation cache (the floor job builds each head's train state twice, for its two batch sizes)
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
+    env["JAX_COMPILATION_CACHE_DIR"] = os.environ["SPINAL_JAX_COMPILATION_CACHE"]
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env,
                           timeout=300, cwd=ROOT, check=False)
