@@ -40,8 +40,9 @@ KERNELS_OUTPUT_MAJOR = True
 #: kernels over ``steps x batch`` images instead of one set a step (the batches depend only on the
 #: indices and the keys, not on the state), when they take at most this many bytes on the device;
 #: larger chunks (big images) gather and augment each batch inside the loop. The same numbers either
-#: way (bit for bit in tests/test_train.py). The augmentation's temporaries grow with the chunk: with
-#: it, the bf16 VGG-5 benchmark's peak memory rose from 293 to 430 MiB on an H100 (PERF_NOTES.md, change 36).
+#: way (bit for bit in tests/test_train.py, and on an H100 in experiments/results/prepared_inputs_gpu_check.md).
+#: The augmentation's temporaries grow with the chunk: with it, the bf16 VGG-5 benchmark's peak memory
+#: rose from 293 to 430 MiB on an H100 (PERF_NOTES.md, change 36).
 PREPARED_INPUTS_MAX_BYTES = 64 << 20
 
 
