@@ -221,11 +221,7 @@ def _conv_as_matmul_image_wgrad(x, kernel, stride=1, padding=0):
     if x.shape[-1] != 1:
         return _LIBRARY_CONV_AS_MATMUL(x, kernel, stride, padding)
     k = kernel.shape[0]
-    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    ho, wo = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
-    taps = [x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
-            for i in range(k) for j in range(k)]
-    return _patch_dot_image_wgrad(jnp.concatenate(taps, axis=-1), kernel.reshape(k * k, kernel.shape[3]))
+    return _patch_dot_image_wgrad(common.image_patches(x, k, stride, padding), kernel.reshape(k * k, kernel.shape[3]))
 
 
 class _OhwiConv(common.TorchConv):

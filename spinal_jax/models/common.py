@@ -164,25 +164,30 @@ class TorchConv(nn.Module):
 PatchConv = functools.partial(TorchConv, method="matmul")
 
 
-def conv_as_matmul(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
-    """NHWC ``x`` convolved with the HWIO ``kernel`` (square, symmetric zero ``padding``) as im2col +
-    one matmul: the ``k*k`` shifted views of ``x`` concatenated along channels, times the kernel
-    reshaped to ``(k*k*Cin, Cout)``."""
-    k, cin = kernel.shape[0], kernel.shape[2]
+def image_patches(x: jax.Array, k: int, stride: int = 1, padding: int = 0) -> jax.Array:
+    """im2col of NHWC ``x`` for a square ``k x k`` kernel (symmetric zero ``padding``): the ``k*k``
+    shifted views of ``x`` concatenated along channels, ``(N, Ho, Wo, k*k*C)`` in HWIO's (i, j, c) order."""
+    cin = x.shape[-1]
     if padding:
         x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     h, w = x.shape[1:3]
     ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
     if ho < 1 or wo < 1:
-        raise ValueError(f"conv_as_matmul: a {k}x{k} kernel does not fit a {h}x{w} (padded) input")
+        raise ValueError(f"im2col (conv_as_matmul): a {k}x{k} kernel does not fit a {h}x{w} (padded) input")
     taps = [
         jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, cin),
                       (1, stride, stride, 1))
         for i in range(k)
         for j in range(k)
     ]
-    patches = jnp.concatenate(taps, axis=-1)  # (N, Ho, Wo, k*k*Cin) in the kernel's (i, j, c) order
-    return jnp.dot(patches, kernel.reshape(k * k * cin, kernel.shape[3]))
+    return jnp.concatenate(taps, axis=-1)
+
+
+def conv_as_matmul(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
+    """NHWC ``x`` convolved with the HWIO ``kernel`` (square, symmetric zero ``padding``) as im2col +
+    one matmul: ``image_patches`` times the kernel reshaped to ``(k*k*Cin, Cout)``."""
+    k, cin = kernel.shape[0], kernel.shape[2]
+    return jnp.dot(image_patches(x, k, stride, padding), kernel.reshape(k * k * cin, kernel.shape[3]))
 
 
 def torch_conv(
@@ -346,6 +351,7 @@ __all__ = [
     "conv_as_matmul",
     "dropout2d",
     "flatten_nchw",
+    "image_patches",
     "kaiming_normal_fan_out",
     "max_pool",
     "mnist_vgg_conv_init",
