@@ -11,6 +11,7 @@ written together) against ``train_and_evaluate`` on a 4-device mesh here.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,8 +24,9 @@ NUM_PROCESSES = 2
 DEVICES_PER_PROCESS = 2
 NUM_STEPS = 4
 TIMEOUT_S = 150
-# The processes' XLA flags: their device count, and the compile-time saving of tests/conftest.py (LLVM -O1)
-XLA_FLAGS = f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS} --xla_backend_optimization_level=1"
+# The processes' XLA flags: tests/conftest.py's (which compile as this process does), with their own device count
+XLA_FLAGS = re.sub(r"--xla_force_host_platform_device_count=\d+",
+                   f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}", os.environ["XLA_FLAGS"])
 
 
 def _worker(out: str) -> None:

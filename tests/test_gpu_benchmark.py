@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -35,11 +36,11 @@ gb = _load("gpu_benchmark", SCRIPT)
 
 
 def _run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
-    # one CPU device, as a plain run, compiled as cheaply as the tests (tests/conftest.py): LLVM -O1 and the
-    # session's compilation cache (the floor job builds each head's train state twice, for its two batch sizes)
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # one CPU device, as a plain run, compiled as cheaply as the tests: tests/conftest.py's XLA flags without
+    # its device count, and the session's compilation cache (the floor job builds each head's train state
+    # twice, for its two batch sizes)
+    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ["XLA_FLAGS"])
     env["JAX_COMPILATION_CACHE_DIR"] = os.environ["SPINAL_JAX_COMPILATION_CACHE"]
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
