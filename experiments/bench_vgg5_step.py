@@ -38,7 +38,8 @@ loop instead of all the chunk's batches before it (``steps.PREPARED_INPUTS_MAX_B
 kernel gradient as a batched product per image, summed, instead of one GEMM over all the batch's pixels;
 ``nodropout`` makes every ``nn.Dropout`` the identity (what dropout and its random bits cost; not a
 training setting); ``unrollN`` traces every ``lax.scan`` with ``unroll=N`` (``unroll2``: two training steps a loop
-iteration). ``matmul49`` tries a new piece instead: the convolutions on
+iteration); ``noconvfusion`` compiles without ``steps.GPU_COMPILER_OPTIONS`` (no cuDNN fused
+convolution graphs). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
@@ -253,7 +254,7 @@ class _OhwiConv(common.TorchConv):
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
               "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
-              "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN")
+              "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion")
 
 
 @contextlib.contextmanager
@@ -264,7 +265,7 @@ def variant(name: str) -> Iterator[None]:
              common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
              steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
              normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
-             steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan)
+             steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"unroll\d+", p)]
     if unknown:
@@ -320,6 +321,8 @@ def variant(name: str) -> Iterator[None]:
         steps.KERNELS_OUTPUT_MAJOR = False
     if old or "stepaugment" in parts:
         steps.PREPARED_INPUTS_MAX_BYTES = 0
+    if old or "noconvfusion" in parts:
+        steps.GPU_COMPILER_OPTIONS_MODELS = ()
     layers.batch_norm_train = normalization.batch_norm_train
     try:
         yield
@@ -328,7 +331,7 @@ def variant(name: str) -> Iterator[None]:
          common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
          steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
          normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
-         steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan) = saved
+         steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS) = saved
         layers.batch_norm_train = normalization.batch_norm_train
         common.TorchConv = _LIBRARY_TORCH_CONV
 

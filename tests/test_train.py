@@ -254,6 +254,47 @@ def test_raveled_vector_holds_kernels_output_channel_first():
     jax.tree.map(np.testing.assert_array_equal, steps._input_major(packed), tree)
 
 
+def test_gpu_compiler_options_apply_on_gpus_to_the_listed_models_unless_xla_flags_set_them(monkeypatch):
+    """``compiler_options(model)``: ``GPU_COMPILER_OPTIONS`` on GPUs for the listed models only;
+    ``XLA_FLAGS`` naming an option keeps it."""
+    assert steps.compiler_options("vgg5") == {}  # the CPU backend of the tests
+    monkeypatch.setattr(steps.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=2")
+    assert steps.compiler_options("vgg5") == steps.GPU_COMPILER_OPTIONS
+    assert steps.compiler_options("vgg5")["xla_gpu_experimental_enable_conv_fusion"] is True
+    assert steps.compiler_options("mnist_cnn") == {}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=2 --xla_gpu_experimental_enable_conv_fusion=false")
+    assert "xla_gpu_experimental_enable_conv_fusion" not in steps.compiler_options("vgg5")
+
+
+def test_run_step_functions_take_the_models_compiler_options(monkeypatch):
+    """``loop.step_functions`` (the trainer's, and the GPU benchmark's) builds both sets of functions with
+    ``compiler_options(config.model)`` and the full batches' with flat parameters."""
+    from spinal_jax import parallel
+
+    seen = []
+    monkeypatch.setattr(loop, "compiler_options", lambda model: seen.append(model) or {"x": 1})
+    monkeypatch.setattr(loop, "StepFunctions", lambda **kw: kw)
+    config = Config(model="vgg5", dataset="fashion_mnist", epochs=1, batch_size=8, learning_rate=0.1)
+    full, tail = loop.step_functions(config, None, None, parallel.make_mesh(1), None)
+    assert seen == ["vgg5"] and full["compiler_options"] == tail["compiler_options"] == {"x": 1}
+    assert full["flat_params"] is True and "flat_params" not in tail
+
+
+def test_step_functions_compile_with_the_compiler_options(monkeypatch):
+    """``StepFunctions`` hands ``compiler_options()`` to XLA: one that XLA does not know fails the compile."""
+    from spinal_jax.models import mlp
+
+    model = mlp.DigitsMLP(head="default")
+    train_state = create_train_state(model, optax.sgd(0.1), jnp.zeros((2, 8, 8, 1)), jax.random.PRNGKey(0),
+                                     jax.random.PRNGKey(1))
+    batch = {"image": jnp.zeros((2, 8, 8, 1)), "label": jnp.zeros((2,), jnp.int32)}
+    assert set(steps.StepFunctions().eval_step(train_state, batch)) == {"loss", "count", "correct"}
+    fns = steps.StepFunctions(compiler_options={"xla_no_such_option_in_this_test": True})
+    with pytest.raises(Exception, match="xla_no_such_option_in_this_test"):
+        fns.eval_step(train_state, batch)
+
+
 def test_chunk_size_prefers_divisors():
     assert loop.chunk_size(600, 50) == 50
     assert loop.chunk_size(44, 10) == 11  # one compile instead of 10s plus a remainder

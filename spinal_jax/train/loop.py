@@ -50,7 +50,7 @@ from spinal_jax.train.config import REGRESSION_PREFIX, Config, config_json, spli
 from spinal_jax.train.errors import RunConfigMismatch, TrainingDiverged
 from spinal_jax.train.grid import grid_configs, run_dir_for
 from spinal_jax.train.state import TrainState, create_train_state, reset_optimizer
-from spinal_jax.train.steps import StepFunctions, summarize
+from spinal_jax.train.steps import StepFunctions, compiler_options, summarize
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +305,25 @@ def summarize_run(config: Config, history: list[dict[str, Any]], extra: dict[str
     return summary
 
 
+def step_functions(
+    config: Config, train_transform: Any, eval_transform: Any, mesh: jax.sharding.Mesh, state_sharding: Any
+) -> tuple[StepFunctions, StepFunctions]:
+    """The jitted functions a run of ``config`` trains and evaluates with: those of whole batches, split
+    over ``mesh``, and those of a last partial batch (which may not divide over the devices: no sharding
+    constraint on it). Benchmarks build theirs here too, so they time the trainer's own path."""
+    common = {
+        "loss": config.loss,
+        "train_transform": train_transform,
+        "eval_transform": eval_transform,
+        "state_sharding": state_sharding,
+        "compiler_options": compiler_options(config.model),
+    }
+    full = StepFunctions(
+        **common, batch_sharding=parallel.batch_sharding(mesh), flat_params=schedules.updates_one_vector(config)
+    )
+    return full, StepFunctions(**common)
+
+
 class _Run:
     """One run's data on the device (or its host streams), jitted functions and initial state."""
 
@@ -339,21 +358,7 @@ class _Run:
         example = jax.eval_shape(model_input, jax.ShapeDtypeStruct(example_x.shape, example_x.dtype))
         shapes = jax.eval_shape(functools.partial(create_train_state, self.model, self.tx), example, *keys)
         self.state_sharding = parallel.state_shardings(mesh, shapes, fsdp=config.fsdp)
-        self.fns = StepFunctions(
-            loss=config.loss,
-            train_transform=train_transform,
-            eval_transform=eval_transform,
-            batch_sharding=parallel.batch_sharding(mesh),
-            state_sharding=self.state_sharding,
-            flat_params=schedules.updates_one_vector(config),
-        )
-        # Partial batches (drop_remainder=False) may not divide over the devices: no sharding constraint.
-        self.tail_fns = StepFunctions(
-            loss=config.loss,
-            train_transform=train_transform,
-            eval_transform=eval_transform,
-            state_sharding=self.state_sharding,
-        )
+        self.fns, self.tail_fns = step_functions(config, train_transform, eval_transform, mesh, self.state_sharding)
         # The training chunks, the epoch's permutation and the evaluation compile in the background
         # from here on (from the shapes of the state and the data), while the data go to the device,
         # the state is made and (in train_and_evaluate) the checkpoints are looked up: wait_compiled().

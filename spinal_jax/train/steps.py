@@ -9,6 +9,7 @@ them into means.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,29 @@ KERNELS_OUTPUT_MAJOR = True
 #: The augmentation's temporaries grow with the chunk: with it, the bf16 VGG-5 benchmark's peak memory
 #: rose from 293 to 430 MiB on an H100 (PERF_NOTES.md, change 36).
 PREPARED_INPUTS_MAX_BYTES = 64 << 20
+
+#: XLA options of the training and evaluation functions on GPUs, for the models of
+#: ``GPU_COMPILER_OPTIONS_MODELS``: cuDNN's fused convolution graphs
+#: (``xla_gpu_experimental_enable_conv_fusion``: each convolution and its bias through cuDNN's graph API,
+#: with its own choice of kernels) took the VGG-5 epoch from 0.540 to 0.509 s (bf16) and 0.851 to 0.805 s
+#: (fp32) on an H100 (PERF_NOTES.md, change 38). An option that ``XLA_FLAGS`` also names is left to
+#: ``XLA_FLAGS`` (``--xla_gpu_experimental_enable_conv_fusion=false`` turns it off).
+GPU_COMPILER_OPTIONS: dict[str, bool | int | str] = {"xla_gpu_experimental_enable_conv_fusion": True}
+#: The models (``Config.model``) that compile and train with ``GPU_COMPILER_OPTIONS``, measured on an H100;
+#: the option is XLA's experimental one, and the training step of the small ``mnist_cnn`` failed to
+#: compile with it (cuDNN's autotuning: ``CUDA_ERROR_STREAM_CAPTURE_INVALIDATED``), so it is not a default
+#: for models it was not tried on.
+GPU_COMPILER_OPTIONS_MODELS: tuple[str, ...] = ("vgg5", "cifar_resnet18")
+
+
+def compiler_options(model: str) -> dict[str, bool | int | str]:
+    """``jax.jit``'s ``compiler_options`` for training ``model`` on the default backend:
+    ``GPU_COMPILER_OPTIONS`` (less those ``XLA_FLAGS`` sets) on GPUs for the models of
+    ``GPU_COMPILER_OPTIONS_MODELS``, none otherwise."""
+    if jax.default_backend() != "gpu" or model not in GPU_COMPILER_OPTIONS_MODELS:
+        return {}
+    flags = os.environ.get("XLA_FLAGS", "")
+    return {name: value for name, value in GPU_COMPILER_OPTIONS.items() if f"--{name}=" not in flags}
 
 
 def _output_major(tree: Any) -> Any:
@@ -290,7 +314,8 @@ class StepFunctions:
 
     ``train_chunk`` and ``train_step`` donate the state; ``flat_params`` is ``train_chunk``'s. ``loss`` is
     ``"cross_entropy"`` or ``"mse"``; ``train_transform``/``eval_transform`` map ``(key, uint8 images)`` to
-    float32 inputs.
+    float32 inputs; ``compiler_options`` go to XLA with every function but the permutation
+    (``compiler_options(model)`` gives the library's). ``loop.step_functions`` builds a run's.
     """
 
     def __init__(
@@ -302,6 +327,7 @@ class StepFunctions:
         batch_sharding: Any = None,
         state_sharding: Any = None,
         flat_params: bool = False,
+        compiler_options: dict[str, bool | int | str] | None = None,
     ) -> None:
         _check_loss(loss)
         self.loss = loss
@@ -309,8 +335,11 @@ class StepFunctions:
         chunk_kw = {**train_kw, "flat_params": flat_params}
         eval_kw = {"loss": loss, "transform": eval_transform}
         out_state = {} if state_sharding is None else {"out_shardings": (state_sharding, None)}
-        self.train_step = jax.jit(functools.partial(train_step, **train_kw), donate_argnums=(0,), **out_state)
-        self.train_chunk = jax.jit(functools.partial(train_chunk, **chunk_kw), donate_argnums=(0,), **out_state)
-        self.eval_step = jax.jit(functools.partial(eval_step, **eval_kw))
-        self.evaluate_arrays = jax.jit(functools.partial(evaluate_arrays, **eval_kw))
+        options = {"compiler_options": compiler_options}
+        self.train_step = jax.jit(functools.partial(train_step, **train_kw), donate_argnums=(0,), **out_state, **options)
+        self.train_chunk = jax.jit(
+            functools.partial(train_chunk, **chunk_kw), donate_argnums=(0,), **out_state, **options
+        )
+        self.eval_step = jax.jit(functools.partial(eval_step, **eval_kw), **options)
+        self.evaluate_arrays = jax.jit(functools.partial(evaluate_arrays, **eval_kw), **options)
         self.epoch_permutation = jax.jit(epoch_permutation, static_argnums=(2,))
