@@ -10,9 +10,12 @@ Contenders (``--impls``):
 
 - ``spinal_jax``: the library's own training path, the code ``spinal-jax train`` runs: the model from
   ``spinal_jax.models.get``, the pipeline of the grid config (``experiments/configs``) built by
-  ``spinal_jax.data.augment.build`` and run on the device, ``StepFunctions.train_chunk`` (a jitted
-  ``lax.scan`` over chunks of ``log_every_steps`` steps, state donated) on uint8 data resident on the
-  device, the epoch order from ``epoch_permutation``. One warm-up epoch (it compiles), then
+  ``spinal_jax.data.augment.build`` and run on the device, the trainer's ``StepFunctions.train_chunk``
+  from ``loop.step_functions`` (a jitted ``lax.scan`` over chunks of ``log_every_steps`` steps, state
+  donated, parameters raveled, the library's compiler options) on uint8 data resident on the device,
+  the epoch order from ``epoch_permutation``. (Up to run 19 the benchmark built its own ``StepFunctions``
+  without ``flat_params``: the chunk carried the parameter tree, so from PERF_NOTES.md's change 12 on it
+  timed the trainer's path less changes 12 and 34.) One warm-up epoch (it compiles), then
   ``--jax-epochs`` whole timed epochs: nothing is extrapolated. ``augment=False`` runs the config's
   evaluation pipeline (normalise only) instead, for the augmentation-overhead target.
 - ``torch_eager`` / ``torch_compile``: ``experiments/torch_models.py`` on data already on the GPU
@@ -169,8 +172,8 @@ def _jax_run(job: dict[str, Any], with_fns: bool = True) -> dict[str, Any]:
     from spinal_jax.data import augment
     from spinal_jax.train import schedules
     from spinal_jax.train.config import load_config
+    from spinal_jax.train.loop import step_functions
     from spinal_jax.train.state import create_train_state
-    from spinal_jax.train.steps import StepFunctions
 
     config_name = MODEL_SETUP[job["model"]][0]
     config = load_config(config_name).replace(
@@ -196,10 +199,9 @@ def _jax_run(job: dict[str, Any], with_fns: bool = True) -> dict[str, Any]:
     state = jax.device_put(state, parallel.state_shardings(mesh, state))
     out = {"jax": jax, "config": config, "model": model, "state": state, "mesh": mesh, "spec": spec,
            "train_tf": train_tf, "eval_tf": eval_tf, "shuffle_key": jax.random.fold_in(root, 1)}
-    if with_fns:
-        out["fns"] = StepFunctions(loss=config.loss, train_transform=train_tf, eval_transform=eval_tf,
-                                   batch_sharding=parallel.batch_sharding(mesh))
-        out["tail_fns"] = StepFunctions(loss=config.loss, train_transform=train_tf, eval_transform=eval_tf)
+    if with_fns:  # the trainer's own (spinal-jax train): flat parameters, the library's compiler options
+        state_sharding = parallel.state_shardings(mesh, state)
+        out["fns"], out["tail_fns"] = step_functions(config, train_tf, eval_tf, mesh, state_sharding)
     return out
 
 
