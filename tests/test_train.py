@@ -281,18 +281,70 @@ def test_run_step_functions_take_the_models_compiler_options(monkeypatch):
     assert full["flat_params"] is True and "flat_params" not in tail
 
 
-def test_step_functions_compile_with_the_compiler_options(monkeypatch):
-    """``StepFunctions`` hands ``compiler_options()`` to XLA: one that XLA does not know fails the compile."""
+def _digits_state_and_batch():
     from spinal_jax.models import mlp
 
     model = mlp.DigitsMLP(head="default")
     train_state = create_train_state(model, optax.sgd(0.1), jnp.zeros((2, 8, 8, 1)), jax.random.PRNGKey(0),
                                      jax.random.PRNGKey(1))
-    batch = {"image": jnp.zeros((2, 8, 8, 1)), "label": jnp.zeros((2,), jnp.int32)}
-    assert set(steps.StepFunctions().eval_step(train_state, batch)) == {"loss", "count", "correct"}
+    images = jax.random.uniform(jax.random.PRNGKey(2), (2, 8, 8, 1))
+    return train_state, {"image": images, "label": jnp.array([3, 5], jnp.int32)}
+
+
+def _compiled_names(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+
+
+def test_step_functions_fall_back_when_xla_cannot_compile_with_the_options(caplog):
+    """``StepFunctions`` hands ``compiler_options`` to XLA; a function that XLA fails to compile with them
+    (here an option XLA does not know) warns, naming the options, and runs compiled without them, with
+    the numbers of functions built without options; through a call and through ``lower().compile()``."""
+    train_state, batch = _digits_state_and_batch()
+    plain = steps.StepFunctions()
     fns = steps.StepFunctions(compiler_options={"xla_no_such_option_in_this_test": True})
-    with pytest.raises(Exception, match="xla_no_such_option_in_this_test"):
+    expected_eval = plain.eval_step(train_state, batch)
+    with caplog.at_level(logging.WARNING):
+        got = fns.eval_step(train_state, batch)
+        fns.train_step.lower(train_state, batch).compile()
+        stepped, metrics = fns.train_step(train_state, batch)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all("xla_no_such_option_in_this_test" in m for m in warned), warned
+    assert "eval_step" in warned[0] and "train_step" in warned[1] and "XLA_FLAGS=" in warned[0]
+    assert fns.eval_step.fell_back and fns.train_step.fell_back and not fns.train_chunk.fell_back
+    jax.tree.map(np.testing.assert_array_equal, got, expected_eval)
+    train_state, batch = _digits_state_and_batch()  # the first was donated
+    expected, expected_metrics = plain.train_step(train_state, batch)
+    jax.tree.map(np.testing.assert_array_equal, (stepped.params, metrics), (expected.params, expected_metrics))
+
+
+def test_compiler_options_that_compile_are_kept_and_compiled_once(caplog):
+    """Options XLA takes (here a GPU option, which the CPU compiler ignores): the function keeps them, and
+    its ``lower().compile()`` ahead of the call and the call itself compile it once in all."""
+    train_state, batch = _digits_state_and_batch()
+    fns = steps.StepFunctions(compiler_options={"xla_gpu_experimental_enable_conv_fusion": True})
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        fns.eval_step.lower(train_state, batch).compile()
         fns.eval_step(train_state, batch)
+    assert len([m for m in _compiled_names(caplog) if "eval_step" in m]) == 1, _compiled_names(caplog)
+    assert not fns.eval_step.fell_back
+    assert fns.eval_step.lower(train_state, batch).cost_analysis()["flops"] > 0  # the rest of Lowered, as is
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING and "compiler options" in r.getMessage()]
+
+
+def test_errors_of_running_pass_through_the_compiler_options_fallback():
+    """A function that compiles with the options but fails when it runs raises that error, and keeps them."""
+
+    def fails_when_run(x: jax.Array) -> jax.Array:
+        def fail(_: np.ndarray) -> np.ndarray:
+            raise ValueError("this test's failure at run time")
+
+        return jax.pure_callback(fail, jax.ShapeDtypeStruct((), jnp.float32), x)
+
+    jitted = steps.jit_with_options(fails_when_run, {"xla_gpu_experimental_enable_conv_fusion": True})
+    with pytest.raises(jax.errors.JaxRuntimeError, match="this test's failure at run time"):
+        jitted(jnp.ones((), jnp.float32))
+    assert isinstance(jitted, steps.JitWithFallback) and not jitted.fell_back
+    assert not isinstance(steps.jit_with_options(fails_when_run, None), steps.JitWithFallback)
 
 
 def test_chunk_size_prefers_divisors():

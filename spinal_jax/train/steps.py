@@ -9,6 +9,7 @@ them into means.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from spinal_jax.train.state import TrainState
+
+log = logging.getLogger(__name__)
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -51,7 +54,8 @@ PREPARED_INPUTS_MAX_BYTES = 64 << 20
 #: (``xla_gpu_experimental_enable_conv_fusion``: each convolution and its bias through cuDNN's graph API,
 #: with its own choice of kernels) took the VGG-5 epoch from 0.540 to 0.509 s (bf16) and 0.851 to 0.805 s
 #: (fp32) on an H100 (PERF_NOTES.md, change 38). An option that ``XLA_FLAGS`` also names is left to
-#: ``XLA_FLAGS`` (``--xla_gpu_experimental_enable_conv_fusion=false`` turns it off).
+#: ``XLA_FLAGS`` (``--xla_gpu_experimental_enable_conv_fusion=false`` turns it off). A function that XLA
+#: fails to compile with them is compiled without them, with a warning (``JitWithFallback``).
 GPU_COMPILER_OPTIONS: dict[str, bool | int | str] = {"xla_gpu_experimental_enable_conv_fusion": True}
 #: The models (``Config.model``) that compile and train with ``GPU_COMPILER_OPTIONS``, measured on an H100;
 #: the option is XLA's experimental one, and the training step of the small ``mnist_cnn`` failed to
@@ -309,13 +313,88 @@ def summarize(sums: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+class JitWithFallback:
+    """``jax.jit(fn, compiler_options=options, **jit_kw)`` that becomes ``jax.jit(fn, **jit_kw)`` for good,
+    with a warning, the first time XLA fails to compile it with ``options``. The library's options are
+    XLA's experimental ones, measured on the models and GPU that ``GPU_COMPILER_OPTIONS`` names; another
+    GPU, cuDNN or model may not compile with them, and training should go on without them then.
+    Errors of running a compiled function are raised as they are. Called, and ``lower(...)`` (whose
+    ``compile()`` falls back the same way), as ``jax.jit``'s function."""
+
+    def __init__(self, fn: Callable[..., Any], options: dict[str, bool | int | str], **jit_kw: Any) -> None:
+        self.options = dict(options)
+        self.name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", repr(fn))
+        self._with_options = jax.jit(fn, compiler_options=self.options, **jit_kw)
+        self._plain = jax.jit(fn, **jit_kw)
+        self.fell_back = False
+
+    def _fall_back(self, err: Exception) -> None:
+        message = str(err).strip()
+        first_line = message.splitlines()[0][:300] if message else type(err).__name__
+        log.warning(
+            "XLA failed to compile %s with the compiler options %s (%s); compiling it without them from now "
+            "on (they made it faster where they were measured). To leave them out from the start, name them "
+            "in XLA_FLAGS, e.g. XLA_FLAGS='--%s=false'",
+            self.name,
+            self.options,
+            first_line,
+            next(iter(self.options)),
+        )
+        self.fell_back = True
+
+    def lower(self, *args: Any) -> Any:
+        if self.fell_back:
+            return self._plain.lower(*args)
+        return _LoweredWithFallback(self, args, self._with_options.lower(*args))
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.fell_back:
+            try:
+                return self._with_options(*args)
+            except jax.errors.JaxRuntimeError:
+                try:  # compile failures are not cached: this compiles again and fails again if that was it
+                    self._with_options.lower(*args).compile()
+                except jax.errors.JaxRuntimeError as err:
+                    self._fall_back(err)
+                else:
+                    raise  # it compiles: the error is the run's, not the options'
+        return self._plain(*args)
+
+
+class _LoweredWithFallback:
+    """``JitWithFallback.lower``'s result: ``jax.stages.Lowered`` whose ``compile`` falls back."""
+
+    def __init__(self, owner: JitWithFallback, args: tuple[Any, ...], lowered: Any) -> None:
+        self._owner, self._args, self._lowered = owner, args, lowered
+
+    def compile(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._lowered.compile(*args, **kwargs)
+        except jax.errors.JaxRuntimeError as err:
+            self._owner._fall_back(err)
+            return self._owner._plain.lower(*self._args).compile(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lowered, name)
+
+
+def jit_with_options(
+    fn: Callable[..., Any], compiler_options: dict[str, bool | int | str] | None = None, **jit_kw: Any
+) -> Any:
+    """``jax.jit(fn, **jit_kw)``, with ``compiler_options`` (when given) through ``JitWithFallback``."""
+    if not compiler_options:
+        return jax.jit(fn, **jit_kw)
+    return JitWithFallback(fn, compiler_options, **jit_kw)
+
+
 class StepFunctions:
     """The jitted functions of one run: built once, compiled on first use, reused every epoch.
 
     ``train_chunk`` and ``train_step`` donate the state; ``flat_params`` is ``train_chunk``'s. ``loss`` is
     ``"cross_entropy"`` or ``"mse"``; ``train_transform``/``eval_transform`` map ``(key, uint8 images)`` to
-    float32 inputs; ``compiler_options`` go to XLA with every function but the permutation
-    (``compiler_options(model)`` gives the library's). ``loop.step_functions`` builds a run's.
+    float32 inputs; ``compiler_options`` go to XLA with every function but the permutation, each of
+    which compiles without them if XLA cannot compile it with them (``jit_with_options``;
+    ``compiler_options(model)`` gives the library's). ``loop.step_functions`` builds a run's.
     """
 
     def __init__(
@@ -336,10 +415,9 @@ class StepFunctions:
         eval_kw = {"loss": loss, "transform": eval_transform}
         out_state = {} if state_sharding is None else {"out_shardings": (state_sharding, None)}
         options = {"compiler_options": compiler_options}
-        self.train_step = jax.jit(functools.partial(train_step, **train_kw), donate_argnums=(0,), **out_state, **options)
-        self.train_chunk = jax.jit(
-            functools.partial(train_chunk, **chunk_kw), donate_argnums=(0,), **out_state, **options
-        )
-        self.eval_step = jax.jit(functools.partial(eval_step, **eval_kw), **options)
-        self.evaluate_arrays = jax.jit(functools.partial(evaluate_arrays, **eval_kw), **options)
+        donated = {"donate_argnums": (0,), **out_state, **options}
+        self.train_step = jit_with_options(functools.partial(train_step, **train_kw), **donated)
+        self.train_chunk = jit_with_options(functools.partial(train_chunk, **chunk_kw), **donated)
+        self.eval_step = jit_with_options(functools.partial(eval_step, **eval_kw), **options)
+        self.evaluate_arrays = jit_with_options(functools.partial(evaluate_arrays, **eval_kw), **options)
         self.epoch_permutation = jax.jit(epoch_permutation, static_argnums=(2,))
