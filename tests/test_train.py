@@ -306,7 +306,7 @@ def test_step_functions_fall_back_when_xla_cannot_compile_with_the_options(caplo
     with caplog.at_level(logging.WARNING):
         got = fns.eval_step(train_state, batch)
         fns.train_step.lower(train_state, batch).compile()
-        stepped, metrics = fns.train_step(train_state, batch)
+        stepped, metrics = fns.train_step(train_state, batch=batch)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 2 and all("xla_no_such_option_in_this_test" in m for m in warned), warned
     assert "eval_step" in warned[0] and "train_step" in warned[1] and "XLA_FLAGS=" in warned[0]

@@ -342,37 +342,37 @@ class JitWithFallback:
         )
         self.fell_back = True
 
-    def lower(self, *args: Any) -> Any:
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
         if self.fell_back:
-            return self._plain.lower(*args)
-        return _LoweredWithFallback(self, args, self._with_options.lower(*args))
+            return self._plain.lower(*args, **kwargs)
+        return _LoweredWithFallback(self, args, kwargs, self._with_options.lower(*args, **kwargs))
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.fell_back:
             try:
-                return self._with_options(*args)
+                return self._with_options(*args, **kwargs)
             except jax.errors.JaxRuntimeError:
                 try:  # compile failures are not cached: this compiles again and fails again if that was it
-                    self._with_options.lower(*args).compile()
+                    self._with_options.lower(*args, **kwargs).compile()
                 except jax.errors.JaxRuntimeError as err:
                     self._fall_back(err)
                 else:
                     raise  # it compiles: the error is the run's, not the options'
-        return self._plain(*args)
+        return self._plain(*args, **kwargs)
 
 
 class _LoweredWithFallback:
     """``JitWithFallback.lower``'s result: ``jax.stages.Lowered`` whose ``compile`` falls back."""
 
-    def __init__(self, owner: JitWithFallback, args: tuple[Any, ...], lowered: Any) -> None:
-        self._owner, self._args, self._lowered = owner, args, lowered
+    def __init__(self, owner: JitWithFallback, args: tuple[Any, ...], kwargs: dict[str, Any], lowered: Any) -> None:
+        self._owner, self._args, self._kwargs, self._lowered = owner, args, kwargs, lowered
 
     def compile(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self._lowered.compile(*args, **kwargs)
         except jax.errors.JaxRuntimeError as err:
             self._owner._fall_back(err)
-            return self._owner._plain.lower(*self._args).compile(*args, **kwargs)
+            return self._owner._plain.lower(*self._args, **self._kwargs).compile(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lowered, name)
