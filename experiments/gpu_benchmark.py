@@ -196,11 +196,11 @@ def _jax_run(job: dict[str, Any], with_fns: bool = True) -> dict[str, Any]:
     root = jax.random.PRNGKey(config.seed)
     tx = schedules.make_optimizer(config)
     state = create_train_state(model, tx, example, jax.random.fold_in(root, 0), jax.random.fold_in(root, 2))
-    state = jax.device_put(state, parallel.state_shardings(mesh, state))
+    state_sharding = parallel.state_shardings(mesh, state)
+    state = jax.device_put(state, state_sharding)
     out = {"jax": jax, "config": config, "model": model, "state": state, "mesh": mesh, "spec": spec,
            "train_tf": train_tf, "eval_tf": eval_tf, "shuffle_key": jax.random.fold_in(root, 1)}
     if with_fns:  # the trainer's own (spinal-jax train): flat parameters, the library's compiler options
-        state_sharding = parallel.state_shardings(mesh, state)
         out["fns"], out["tail_fns"] = step_functions(config, train_tf, eval_tf, mesh, state_sharding)
     return out
 

@@ -32,6 +32,11 @@ class Interrupt(Exception):
     pass
 
 
+def _compiled_names(caplog) -> list[str]:
+    """The programs that ``jax.log_compiles()`` logged as compiled (into ``caplog``)."""
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+
+
 def _one_device():
     # Bitwise comparisons run on one CPU device: with the 8 simulated devices a mismatch was seen once
     # under heavy machine load (suspected: the in-process collectives' reduction order). The 8-device
@@ -291,10 +296,6 @@ def _digits_state_and_batch():
     return train_state, {"image": images, "label": jnp.array([3, 5], jnp.int32)}
 
 
-def _compiled_names(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
-
-
 def test_step_functions_fall_back_when_xla_cannot_compile_with_the_options(caplog):
     """``StepFunctions`` hands ``compiler_options`` to XLA; a function that XLA fails to compile with them
     (here an option XLA does not know) warns, naming the options, and runs compiled without them, with
@@ -369,7 +370,7 @@ def test_train_state_is_one_compiled_program(caplog):
     with caplog.at_level(logging.WARNING), jax.log_compiles():
         first = create_train_state(model, tx, example, keys[0], keys[1])
         second = create_train_state(model, tx, example, keys[2], keys[3])  # another seed: no new compile
-    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+    compiled = _compiled_names(caplog)
     assert len(compiled) == 1, compiled
     assert not np.array_equal(first.params["l1_conv0"]["kernel"], second.params["l1_conv0"]["kernel"])
     np.testing.assert_array_equal(first.rng, keys[1])
@@ -412,7 +413,7 @@ def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog):
         trained, *_ = run.train_epoch(trained, 0)
         run.evaluate(trained, run.test)
         run.evaluate(trained, run.val)
-    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+    compiled = _compiled_names(caplog)
     assert any("train_step" in m for m in compiled), compiled  # the tail step compiles on first use
     ahead = ("train_chunk", "evaluate_arrays", "epoch_permutation")
     assert not [m for m in compiled if any(name in m for name in ahead)], compiled
