@@ -179,6 +179,12 @@ def test_plan_and_bad_arguments(tmp_path):
     first_other = min(i for i, j in enumerate(runs) if j["model"] in ("mnist_cnn", "cifar_resnet18"))
     assert all(j["impl"] != "spinal_jax" or j["model"] != "vgg5" or j["batch_size"] == 500
                for j in runs[first_other:])
+    assert not [j for j in jobs if j["impl"] == "time_to_accuracy"]
+    tta = [j for j in gb.plan_jobs(gb.parse_args(["--time-to-accuracy", "--large-batch", "400"]))
+           if j["impl"] == "time_to_accuracy"]
+    assert sorted((j["precision"], j["batch_size"]) for j in tta) == [
+        ("bf16", 100), ("bf16", 400), ("fp32", 100), ("fp32", 400)]
+    assert len({gb.record_key(j | {"kind": j["kind"]}) for j in tta}) == 4
     with pytest.raises(ValueError, match="--models"):
         gb.plan_jobs(gb.parse_args(["--models", "vgg6"]))
     with pytest.raises(SystemExit):
@@ -263,3 +269,19 @@ def test_cost_counts_on_the_cpu_backend():
     conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")))
     assert gb._cost(conv, x, k)["flops"] == 2 * 2 * 4 * 4 * 5 * 3 * 3 * 3
+
+
+def test_time_to_accuracy_rows_per_batch_size():
+    def entry(batch: int, accs: list[float]) -> dict:
+        history = [{"epoch": i + 1, "wall_seconds": 10.0 + i, "test_accuracy": a, "epoch_seconds": 1.0}
+                   for i, a in enumerate(accs)]
+        reached = {th: {"epoch": h["epoch"], "wall_seconds": h["wall_seconds"], "train_seconds": 1.0}
+                   for th in ("0.90", "0.93") for h in history[::-1] if h["test_accuracy"] >= float(th)}
+        return {"kind": "time_to_accuracy", "precision": "bf16", "batch_size": batch, "reached": reached,
+                "history": history}
+
+    md = gb.render_markdown({"environment": gb.environment(), "precision_setting": "x", "runs": [], "records": [],
+                             "targets": [], "time_to_accuracy": [entry(500, [0.91, 0.92]), entry(100, [0.9, 0.95])]})
+    rows = [line for line in md.splitlines() if line.startswith("| bf16 |")]
+    assert rows == ["| bf16 | 100 | 1 / 10.0 | 2 / 11.0 | 2 | 95.00% |",
+                    "| bf16 | 500 | 1 / 10.0 | not reached | 2 | 92.00% |"]
