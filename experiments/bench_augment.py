@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spinal_jax.data import augment
+from spinal_jax.train.metrics import write_atomic
 
 BASELINE = "normalize(0.5, 0.5)"
 SPECS = [
@@ -56,14 +56,6 @@ def _epoch_fn(spec: str, steps: int, batch: int):
 
     return epoch
 
-
-def _write_atomic(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -135,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"| `{r['spec']}` | {r['ms_per_step']:.4f} | {r['epoch_s_median']:.4f} | "
             f"{r['overhead_s_per_epoch']:.4f} | {r['overhead_pct_of_0.5s_epoch']:.2f} |"
         )
-    _write_atomic(os.path.join(args.out, "bench_augment.json"), json.dumps(out, indent=2) + "\n")
-    _write_atomic(os.path.join(args.out, "bench_augment.md"), "\n".join(lines) + "\n")
+    write_atomic(os.path.join(args.out, "bench_augment.json"), json.dumps(out, indent=2) + "\n")
+    write_atomic(os.path.join(args.out, "bench_augment.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return out
 

@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -37,6 +36,7 @@ import numpy as np
 import optax
 
 from spinal_jax import parallel
+from spinal_jax.train.metrics import write_atomic
 
 # model -> (dataset for the pool, image shape, default per-device batch, default global batch)
 MODELS: dict[str, tuple[str | None, tuple[int, int, int], int, int]] = {
@@ -281,19 +281,13 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
 
 def write(record: dict[str, Any], out: str) -> tuple[str, str]:
     """``<out>/scaling.json`` and ``<out>/scaling.md``, written atomically; returns their paths."""
     os.makedirs(out, exist_ok=True)
     json_path, md_path = os.path.join(out, "scaling.json"), os.path.join(out, "scaling.md")
-    _write_atomic(json_path, json.dumps(record, indent=2) + "\n")
-    _write_atomic(md_path, to_markdown(record) + "\n")
+    write_atomic(json_path, json.dumps(record, indent=2) + "\n")
+    write_atomic(md_path, to_markdown(record) + "\n")
     return json_path, md_path
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from flax import linen as nn
 
 from spinal_jax import SpinalDense
+from spinal_jax.train.metrics import write_atomic
 
 
 class NaiveSpinal(nn.Module):
@@ -150,13 +151,6 @@ def plain_hidden_for(n_target: int, d: int, features: int) -> int:
     return max(1, round((n_target - features) / (d + 1 + features)))
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -235,7 +229,7 @@ def main(argv=None) -> dict:
         result["targets"].update(speedup_vs_naive_at_largest=rows[-1]["speedup_vs_naive"], speedup_target=1.3,
                                  speedup_met=rows[-1]["speedup_vs_naive"] >= 1.3)
     out = Path(args.out)
-    atomic_write(out, json.dumps(result, indent=2) + "\n")
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
     md = [f"# SpinalDense benchmark ({result['date']})", "",
           f"Device: {result['device']}; versions: {result['versions']}; command: `{result['command']}`"]
     if rows:
@@ -259,7 +253,7 @@ def main(argv=None) -> dict:
     md += ["", line + f"compile ratio deepest/shallowest for stack_layers=True "
            f"{t['compile_ratio_deepest_vs_shallowest']:.2f} (target <= 3: {'met' if t['compile_met'] else 'NOT met'}; "
            f"per-layer form {t['compile_ratio_per_layer_form']:.2f})."]
-    atomic_write(out.with_suffix(".md"), "\n".join(md) + "\n")
+    write_atomic(out.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
     return result
 

@@ -157,9 +157,9 @@ def main() -> None:
     if args.markdown:
         with open(args.out) as f:
             rows = [json.loads(line) for line in f if line.strip()]
-        with open(args.markdown + ".tmp", "w") as f:
-            f.write(render(rows))
-        os.replace(args.markdown + ".tmp", args.markdown)
+        from spinal_jax.train.metrics import write_atomic
+
+        write_atomic(args.markdown, render(rows))
         return
     variants = args.variants.split(",")
     for v in variants:

@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--worker-threads, --prefetch, --batches and --synthetic-images must be positive")
 
     from spinal_jax import data
-    from spinal_jax.train.metrics import _atomic_write, write_json
+    from spinal_jax.train.metrics import write_atomic, write_json
 
     records = bench_stream(args)
     if not args.no_model:
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "bench_streaming.json"), table)
-    _atomic_write(os.path.join(args.out, "bench_streaming.md"), _markdown(table).encode())
+    write_atomic(os.path.join(args.out, "bench_streaming.md"), _markdown(table))
     print(json.dumps(records, indent=1))
     return 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     from torchvision.transforms import functional as F
 
     from spinal_jax.data import augment as A
+    from spinal_jax.train.metrics import write_atomic
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="experiments/results")
@@ -72,11 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         for k, v in stats.items()
     }
     out = {"torch": torch.__version__, "torchvision": torchvision.__version__, "draws": 20, "image": [h, w, 1], "results": summary}
-    os.makedirs(args.out, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=2)
-    os.replace(tmp, os.path.join(args.out, "check_augment_torchvision.json"))
+    write_atomic(os.path.join(args.out, "check_augment_torchvision.json"), json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return out
 

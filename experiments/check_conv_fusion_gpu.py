@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from spinal_jax.train import apply_overrides, load_config, loop, steps
+from spinal_jax.train.metrics import write_atomic
 
 CASES = (
     ("fashion_mnist_vgg5", "spinal"),
@@ -125,9 +126,7 @@ def write(table: dict, out: str) -> None:
     """``out`` (JSON) and its Markdown rendering beside it, each written atomically."""
     md = os.path.splitext(out)[0] + ".md"
     for path, text in ((out, json.dumps(table, indent=1)), (md, render_markdown(table))):
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        write_atomic(path, text)
 
 
 def check_case(config_name: str, head: str, reps: int, rtol: float, slack: float) -> dict:

@@ -15,25 +15,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from spinal_jax.train.metrics import write_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results"
 NAMES = ("resnet18", "alexnet", "vgg19_bn", "wide_resnet101_2")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _randomise_bn(net, torch, seed: int) -> None:
@@ -136,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_ok": ok,
         "results": rows,
     }
-    _write_atomic(RESULTS / "torchvision_backbones.json", json.dumps(meta, indent=2) + "\n")
+    write_atomic(RESULTS / "torchvision_backbones.json", json.dumps(meta, indent=2) + "\n")
     lines = [
         "# spinal_jax ImageNet backbones vs torchvision",
         "",
@@ -155,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['max_abs_diff']:.2e} | {r['rel_diff']:.2e} | {r['argmax_equal']} | {r['state_dict_round_trip_exact']} |"
         )
     lines += ["", f"All within {args.tol:g} relative (max |diff| / max |logit|): **{ok}**", ""]
-    _write_atomic(RESULTS / "torchvision_backbones.md", "\n".join(lines))
+    write_atomic(RESULTS / "torchvision_backbones.md", "\n".join(lines))
     return 0 if ok else 1
 
 

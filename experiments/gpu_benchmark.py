@@ -3,8 +3,10 @@
 Writes ``<out>/gpu_benchmark.json`` (``records``, the ``floor``, the environment, the ``runs``: date and
 command of each run that added to the table, ``--merge`` included; each record's ``run`` is the index of the
 run that measured it) and its Markdown rendering ``<out>/gpu_benchmark.md`` with the targets of issue 6 as
-pass/fail rows; a target comparing records of different runs says so. Both files are
-rewritten atomically after every job, so a run that is killed keeps what it measured.
+pass/fail rows; a target comparing records of different runs says so; and, where matplotlib is installed,
+the figure ``<out>/gpu_benchmark.png`` (epoch times by contender, time-to-accuracy curves). The files are
+rewritten atomically after every job, so a run that is killed keeps what it measured; ``--render-only``
+rewrites the Markdown and the figure of a table without running anything.
 
 Contenders (``--impls``):
 
@@ -54,6 +56,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import importlib.util
+import io
 import json
 import math
 import os
@@ -68,6 +71,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from spinal_jax.train.metrics import write_atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ("spinal_jax", "torch_eager", "torch_compile", "torch_original_loader")
@@ -85,7 +90,7 @@ FLOOR_BATCH = 100
 # The original script's transforms for Fashion-MNIST (ORIGINAL.md §2.2)
 LOADER_MEAN, LOADER_STD = 0.5, 0.5
 RESULT_PREFIX = "@@RESULT "
-JSON_NAME, MD_NAME = "gpu_benchmark.json", "gpu_benchmark.md"
+JSON_NAME, MD_NAME, PNG_NAME = "gpu_benchmark.json", "gpu_benchmark.md", "gpu_benchmark.png"
 SCHEMA = 1
 
 # Issue 6 targets (one H100, batch 100, the original's augmentation on the device).
@@ -778,20 +783,6 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def _find(records: list[dict[str, Any]], **want: Any) -> dict[str, Any] | None:
     for r in records:
@@ -968,10 +959,81 @@ def render_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot_png(table: dict[str, Any]) -> bytes | None:
+    """The table as a figure (PNG bytes; None without matplotlib): each model's epoch seconds at its original
+    batch size by contender (log scale; spinal_jax bars labelled with their speed-up over torch.compile),
+    and the time-to-accuracy curves."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    ok = [r for r in table["records"] if r.get("status") == "ok" and r.get("epoch_seconds")]
+    groups = [(head, prec) for prec in PRECISIONS for head in HEADS]
+    colors = {"spinal_jax": "tab:red", "torch_compile": "tab:blue", "torch_eager": "tab:cyan",
+              "torch_original_loader": "tab:gray"}
+    tta = table.get("time_to_accuracy") or []
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+    axes = axes.ravel()
+    width = 0.8 / len(IMPLS)
+    labelled: set[str] = set()
+    for ax, model in zip(axes, MODELS, strict=False):
+        batch = ORIGINAL_BATCH[model]
+        for i, impl in enumerate(IMPLS):
+            for g, (head, prec) in enumerate(groups):
+                want = {"impl": impl, "model": model, "head": head, "precision": prec, "batch_size": batch}
+                if impl == "spinal_jax":
+                    want["augment"] = model != "mnist_cnn"
+                r = _find(ok, **want)
+                if r is None:
+                    continue
+                x = g + (i - (len(IMPLS) - 1) / 2) * width
+                ax.bar(x, r["epoch_seconds"], width, color=colors[impl], label=None if impl in labelled else impl)
+                labelled.add(impl)
+                ref = _find(ok, **{**want, "impl": "torch_compile", "augment": False})
+                if impl == "spinal_jax" and ref is not None:
+                    ax.annotate(f"{ref['epoch_seconds'] / r['epoch_seconds']:.1f}x", (x, r["epoch_seconds"]),
+                                ha="center", va="bottom", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(groups)), [f"{h}\n{p}" for h, p in groups])
+        ax.set_ylabel("epoch seconds (log)")
+        ax.set_title(f"{model}, batch {batch}")
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="upper right", fontsize=8, ncols=len(labelled))
+    ax = axes[len(MODELS)]
+    if not tta:
+        ax.set_axis_off()
+    else:
+        for t in sorted(tta, key=lambda t: (t["precision"], t.get("batch_size") or 0)):
+            hist = t["history"]
+            ax.plot([h["wall_seconds"] for h in hist], [100 * h["test_accuracy"] for h in hist], marker=".",
+                    label=f"{t['precision']}, batch {t.get('batch_size', '?')}")
+        for th in (90, 93):
+            ax.axhline(th, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("wall seconds from the start (compilation included)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("vgg5 spinal: time to accuracy")
+        ax.legend(fontsize=7)
+    gpu = (table.get("environment") or {}).get("gpu") or "no GPU"
+    fig.suptitle(f"spinal_jax vs PyTorch: one training epoch\n({gpu}; spinal_jax bars: speed-up over torch.compile)",
+                 x=0.02, ha="left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def save(table: dict[str, Any], out_dir: str) -> None:
+    """``gpu_benchmark.json``, ``.md`` and (with matplotlib) ``.png`` in ``out_dir``, each written atomically."""
     table["targets"] = evaluate_targets(table["records"])
     write_atomic(os.path.join(out_dir, JSON_NAME), json.dumps(table, indent=1, default=_json_default) + "\n")
     write_atomic(os.path.join(out_dir, MD_NAME), render_markdown(table))
+    png = plot_png(table)
+    if png is not None:
+        write_atomic(os.path.join(out_dir, PNG_NAME), png)
 
 
 # =================================================================================================
@@ -1013,6 +1075,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--isolate", action="store_true", help="one process per job even with --quick")
     p.add_argument("--force-compile", action="store_true", help="run torch_compile without a GPU too")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: tiny data, a few steps, mnist_cnn only by default, in-process")
+    p.add_argument("--render-only", action="store_true",
+                   help="run nothing: rewrite the Markdown table and the figure of the --merge table into --out")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -1039,6 +1103,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--data-dir={args.data_dir!r} is not a directory (make one with spinal_jax.data.export_arrays)")
     if args.merge is not None and not os.path.isfile(args.merge):
         p.error(f"--merge={args.merge!r}: no such file")
+    if args.render_only and args.merge is None:
+        p.error("--render-only needs --merge (the table to render)")
     return args
 
 
@@ -1046,6 +1112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
         return worker_main(args.worker)
+    if args.render_only:
+        with open(args.merge) as f:
+            save(json.load(f), args.out)
+        _log(f"rendered {args.merge} into {args.out}")
+        return 0
     try:
         jobs = plan_jobs(args)
     except ValueError as e:

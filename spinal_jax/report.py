@@ -305,7 +305,7 @@ def _plot_group(key, by_head, plots_dir: str) -> str | None:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{name}_{protocol}_{epochs}ep")
         out = os.path.join(plots_dir, f"{safe}.png")
         os.makedirs(plots_dir, exist_ok=True)
-        metrics_io._atomic_write(out, buf.getvalue())
+        metrics_io.write_atomic(out, buf.getvalue())
     plt.close(fig)
     return out
 

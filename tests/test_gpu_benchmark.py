@@ -193,13 +193,6 @@ def test_plan_and_bad_arguments(tmp_path):
         gb.parse_args(["--torch-steps", "0"])
 
 
-def test_write_atomic_leaves_no_temp_files(tmp_path):
-    path = tmp_path / "a" / "t.json"
-    gb.write_atomic(str(path), "one")
-    gb.write_atomic(str(path), "two")
-    assert path.read_text() == "two" and os.listdir(path.parent) == ["t.json"]
-
-
 # ------------------------------------------------------------------------------------------------
 # experiments/torch_models.py
 # ------------------------------------------------------------------------------------------------
@@ -285,3 +278,18 @@ def test_time_to_accuracy_rows_per_batch_size():
     rows = [line for line in md.splitlines() if line.startswith("| bf16 |")]
     assert rows == ["| bf16 | 100 | 1 / 10.0 | 2 / 11.0 | 2 | 95.00% |",
                     "| bf16 | 500 | 1 / 10.0 | not reached | 2 | 92.00% |"]
+
+
+def test_save_writes_the_figure_and_render_only_rewrites_it(tmp_path):
+    pytest.importorskip("matplotlib")
+    records = [{"impl": impl, "model": "vgg5", "head": "spinal", "precision": "bf16", "batch_size": 100,
+                "augment": impl == "spinal_jax", "status": "ok", "epoch_seconds": s, "run": 0}
+               for impl, s in (("spinal_jax", 0.5), ("torch_compile", 5.0))]
+    table = {"environment": gb.environment(), "precision_setting": "x", "runs": [], "records": records}
+    gb.save(table, str(tmp_path / "a"))
+    png = (tmp_path / "a" / gb.PNG_NAME).read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert gb.main(["--render-only", "--merge", str(tmp_path / "a" / gb.JSON_NAME), "--out", str(tmp_path / "b")]) == 0
+    assert sorted(os.listdir(tmp_path / "b")) == [gb.JSON_NAME, gb.MD_NAME, gb.PNG_NAME]
+    with pytest.raises(SystemExit):
+        gb.parse_args(["--render-only"])

@@ -7,6 +7,7 @@ run never holds lines of epochs it re-trains.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -24,8 +25,12 @@ CURVES_FILE = "curves.png"
 CONFIG_FILE = "config.json"
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file in the same folder and
+    ``os.replace``: readers see the old file or the new one, never a part."""
     path = os.fspath(path)
+    if isinstance(data, str):
+        data = data.encode()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
@@ -54,7 +59,7 @@ def _json_safe(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    _atomic_write(path, (json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -66,7 +71,7 @@ def read_json(path: str | os.PathLike) -> Any:
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
     """Write one JSON object per line, atomically (the whole file each time)."""
     text = "".join(json.dumps(_json_safe(r), sort_keys=True) + "\n" for r in records)
-    _atomic_write(path, text.encode())
+    write_atomic(path, text)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -122,18 +127,12 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, titl
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".png", dir=directory)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        write_atomic(path, buf.getvalue())
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class TensorBoardWriter:
