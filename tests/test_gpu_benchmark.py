@@ -132,7 +132,7 @@ def test_targets_pass_and_fail():
     assert aug["pass"] is False and aug["value"] == pytest.approx(0.40 / 0.30 - 1)
     md = gb.render_markdown({"environment": gb.environment(), "precision_setting": "x", "runs": [],
                              "records": records, "targets": list(rows.values())})
-    assert "| SpinalVGG epoch, fp32, augmentation on the device, batch 100 | 1.000 s | ≤ 0.9 s | FAIL |" in md
+    assert "| SpinalVGG epoch, fp32, augmentation on the device, batch 100 | 1.0000 s | ≤ 0.9 s | FAIL |" in md
     assert all("run" not in t["detail"] for t in rows.values())  # all of one run: nothing to flag
 
 
