@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import importlib.metadata
 import importlib.util
 import io
@@ -358,11 +357,9 @@ def job_floor(job: dict[str, Any]) -> dict[str, Any]:
                 fwd_cost = _cost(fwd, state.variables(), xf)
                 images = jnp.zeros((batch, *shape), jnp.uint8)
                 labels = jnp.zeros((batch,), jnp.int32)
-                # the step as the trainer's functions run it, but jitted here without their GPU shardings,
-                # so that it lowers for the CPU (up to run 1 of 2026-12-07 this took the trainer's
-                # functions, whose output shardings named the GPU: the floor job failed on GPUs)
-                train_step = jax.jit(functools.partial(steps.train_step, loss=run["config"].loss,
-                                                       transform=run["train_tf"]))
+                # StepFunctions without shardings, so that the step lowers for the CPU (the trainer's own,
+                # whose output shardings name the GPU, made the floor job fail on GPUs in 2026-12-07's runs)
+                train_step = steps.StepFunctions(loss=run["config"].loss, train_transform=run["train_tf"]).train_step
                 step_cost = _cost(train_step, state, {"image": images, "label": labels})
                 leaves = jax.tree_util.tree_leaves((state.params, state.opt_state, state.batch_stats))
                 state_bytes = sum(int(leaf.size) * leaf.dtype.itemsize for leaf in leaves)
@@ -944,14 +941,14 @@ def render_markdown(table: dict[str, Any]) -> str:
                 f"{m['train_flops'] / 1e9:.2f} | {'–' if xla is None else f'{xla / 1e9:.2f}'} | "
                 f"{m['min_bytes'] / 1e6:.1f} | {m['floor_epoch_seconds_bf16']:.3f} | {m['floor_epoch_seconds_fp32']:.3f} |"
             )
-    tta = table.get("time_to_accuracy") or []
+    tta = _time_to_accuracy(table)
     if tta:
         lines += ["", "## Time to accuracy (spinal_jax, fashion_mnist_vgg5, spinal head)", "",
                   "Wall seconds from the start of training (set-up and compilation included) to the first epoch whose "
                   "test accuracy reaches the threshold; a larger batch keeps accuracy if it reaches both.", "",
                   "| precision | batch | 90%: epoch / wall s | 93%: epoch / wall s | epochs run | best test |",
                   "|---|---:|---|---|---:|---:|"]
-        for t in sorted(tta, key=lambda t: (t["precision"], t.get("batch_size") or 0)):
+        for t in tta:
             cells = []
             for th in ("0.90", "0.93"):
                 hit = t["reached"].get(th)
@@ -968,6 +965,11 @@ def render_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _time_to_accuracy(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table's time-to-accuracy entries by precision, then batch size."""
+    return sorted(table.get("time_to_accuracy") or [], key=lambda t: (t["precision"], t.get("batch_size") or 0))
+
+
 def plot_png(table: dict[str, Any]) -> bytes | None:
     """The table as a figure (PNG bytes; None without matplotlib): each model's epoch seconds at its original
     batch size by contender (log scale; spinal_jax bars labelled with their speed-up over torch.compile),
@@ -979,11 +981,11 @@ def plot_png(table: dict[str, Any]) -> bytes | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    ok = [r for r in table["records"] if r.get("status") == "ok" and r.get("epoch_seconds")]
+    ok = [r for r in table["records"] if r.get("epoch_seconds")]  # _find keeps status "ok" only
     groups = [(head, prec) for prec in PRECISIONS for head in HEADS]
     colors = {"spinal_jax": "tab:red", "torch_compile": "tab:blue", "torch_eager": "tab:cyan",
               "torch_original_loader": "tab:gray"}
-    tta = table.get("time_to_accuracy") or []
+    tta = _time_to_accuracy(table)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
     axes = axes.ravel()
     width = 0.8 / len(IMPLS)
@@ -1016,7 +1018,7 @@ def plot_png(table: dict[str, Any]) -> bytes | None:
     if not tta:
         ax.set_axis_off()
     else:
-        for t in sorted(tta, key=lambda t: (t["precision"], t.get("batch_size") or 0)):
+        for t in tta:
             hist = t["history"]
             ax.plot([h["wall_seconds"] for h in hist], [100 * h["test_accuracy"] for h in hist], marker=".",
                     label=f"{t['precision']}, batch {t.get('batch_size', '?')}")
