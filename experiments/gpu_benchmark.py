@@ -1066,7 +1066,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--large-batch", type=int, default=500, help="extra VGG-5 spinal_jax batch size (0: none)")
     p.add_argument("--large-batch-both-heads", action="store_true", help="the large batch for both heads")
     p.add_argument("--no-augment-off", action="store_true", help="skip the spinal_jax augment=False records")
-    p.add_argument("--jax-epochs", type=int, default=2, help="timed spinal_jax epochs after the warm-up epoch")
+    p.add_argument("--jax-epochs", type=int, default=3, help="timed spinal_jax epochs after the warm-up epoch (the record: their median)")
     p.add_argument("--torch-steps", type=int, default=150)
     p.add_argument("--torch-warmup", type=int, default=20)
     p.add_argument("--loader-steps", type=int, default=50)
