@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spinal_jax.data import augment
-from spinal_jax.train.metrics import write_atomic
+from spinal_jax.files import write_atomic
 
 BASELINE = "normalize(0.5, 0.5)"
 SPECS = [

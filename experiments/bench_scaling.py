@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from spinal_jax import parallel
-from spinal_jax.train.metrics import write_atomic
+from spinal_jax.files import write_atomic
 
 # model -> (dataset for the pool, image shape, default per-device batch, default global batch)
 MODELS: dict[str, tuple[str | None, tuple[int, int, int], int, int]] = {

@@ -30,7 +30,7 @@ import numpy as np
 from flax import linen as nn
 
 from spinal_jax import SpinalDense
-from spinal_jax.train.metrics import write_atomic
+from spinal_jax.files import write_atomic
 
 
 class NaiveSpinal(nn.Module):

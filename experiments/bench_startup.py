@@ -157,7 +157,7 @@ def main() -> None:
     if args.markdown:
         with open(args.out) as f:
             rows = [json.loads(line) for line in f if line.strip()]
-        from spinal_jax.train.metrics import write_atomic
+        from spinal_jax.files import write_atomic
 
         write_atomic(args.markdown, render(rows))
         return

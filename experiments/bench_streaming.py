@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--worker-threads, --prefetch, --batches and --synthetic-images must be positive")
 
     from spinal_jax import data
-    from spinal_jax.train.metrics import write_atomic, write_json
+    from spinal_jax.files import write_atomic
+    from spinal_jax.train.metrics import write_json
 
     records = bench_stream(args)
     if not args.no_model:

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     from torchvision.transforms import functional as F
 
     from spinal_jax.data import augment as A
-    from spinal_jax.train.metrics import write_atomic
+    from spinal_jax.files import write_atomic
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="experiments/results")

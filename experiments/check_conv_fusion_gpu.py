@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from spinal_jax.files import write_atomic
 from spinal_jax.train import apply_overrides, load_config, loop, steps
-from spinal_jax.train.metrics import write_atomic
 
 CASES = (
     ("fashion_mnist_vgg5", "spinal"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spinal_jax.train.metrics import write_atomic
+from spinal_jax.files import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAMES = ("resnet18", "alexnet", "vgg19_bn", "wide_resnet101_2")

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from spinal_jax.data import catalog
+from spinal_jax.files import atomic_writer
 
 CACHE_DIRNAME = "spinal_jax_arrays"
 CACHE_FORMAT = 1
@@ -30,21 +30,13 @@ def cache_path(name: str, split: str, data_dir: str | os.PathLike | None = None)
 
 def write_cache(path: str, images: np.ndarray, labels: np.ndarray, meta: dict) -> str:
     """Writes an array cache atomically (temp file in the same folder, then ``os.replace``)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f,
-                images=np.asarray(images, np.uint8),
-                labels=np.asarray(labels, np.int32),
-                meta=np.asarray(json.dumps({"format": CACHE_FORMAT, **meta})),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as f:
+        np.savez_compressed(
+            f,
+            images=np.asarray(images, np.uint8),
+            labels=np.asarray(labels, np.int32),
+            meta=np.asarray(json.dumps({"format": CACHE_FORMAT, **meta})),
+        )
     return path
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import ast
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from spinal_jax.files import atomic_writer
 
 __all__ = [
     "DEFAULT_TRAIN_AUGMENT",
@@ -917,17 +918,9 @@ def show_augmentations_arrays(
     fig.suptitle(title or f"augment: {shown or '(none)'}", fontsize=9)
     fig.tight_layout()
     out_path = os.fspath(out_path)
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out_dir)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_writer(out_path) as f:
             fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         plt.close(fig)
     return out_path

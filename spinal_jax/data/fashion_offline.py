@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
+
+from spinal_jax.files import write_atomic
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = (
@@ -92,13 +93,5 @@ def write_manual_files(manual_dir: str, debian_dir: str = DEBIAN_DIR) -> list[st
                 f"{os.path.join(debian_dir, fname)} with its gzip header restored does not match TFDS's "
                 f"registered sha256 for {fname}; the Debian package may hold different data"
             )
-        fd, tmp = tempfile.mkstemp(prefix=f".{fname}.", dir=manual_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(restored)
-            os.replace(tmp, dst)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(dst, restored)
     return paths
