@@ -41,7 +41,8 @@ run. See experiments/results/PERF_NOTES.md.
 Commands::
 
     python experiments/gpu_benchmark.py --quick --out /tmp/x                     # CPU smoke run (~1 min)
-    python experiments/gpu_benchmark.py --data-dir .data --out $OUT              # GPU, everything (~20 min)
+    python experiments/gpu_benchmark.py --data-dir .data --time-to-accuracy --budget-seconds 1500 --out $OUT
+        # GPU, everything: 49 jobs in 921 s on one H100 (2026-12-07)
     python experiments/gpu_benchmark.py --data-dir .data --out $OUT --models vgg5 --impls spinal_jax
     python experiments/gpu_benchmark.py ... --merge experiments/results/gpu_benchmark.json   # add to a table
 
@@ -72,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from spinal_jax.train.metrics import write_atomic
+from spinal_jax.files import write_atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ("spinal_jax", "torch_eager", "torch_compile", "torch_original_loader")
@@ -383,7 +384,7 @@ def job_floor(job: dict[str, Any]) -> dict[str, Any]:
                     row[f"floor_epoch_seconds_{prec}"] = step_s * row["steps_per_epoch"]
                 rows.append(row)
                 _log(f"floor {model_name}/{head} b{batch}: {fwd_flops / batch / 1e6:.1f} MFLOP fwd/image, "
-                     f"floor epoch bf16 {row['floor_epoch_seconds_bf16']:.3f} s, fp32 {row['floor_epoch_seconds_fp32']:.3f} s")
+                     f"floor epoch bf16 {row['floor_epoch_seconds_bf16']:.3g} s, fp32 {row['floor_epoch_seconds_fp32']:.3g} s")
     return {"kind": "floor", "device": device, "tf32": job["tf32"], "rates": rates, "models": rows}
 
 
@@ -937,9 +938,9 @@ def render_markdown(table: dict[str, Any]) -> str:
         for m in floor["models"]:
             xla = m.get("xla_train_step_flops")
             lines.append(
-                f"| {m['model']} | {m['head']} | {m['batch_size']} | {m['forward_flops'] / 1e9:.2f} | "
-                f"{m['train_flops'] / 1e9:.2f} | {'–' if xla is None else f'{xla / 1e9:.2f}'} | "
-                f"{m['min_bytes'] / 1e6:.1f} | {m['floor_epoch_seconds_bf16']:.3f} | {m['floor_epoch_seconds_fp32']:.3f} |"
+                f"| {m['model']} | {m['head']} | {m['batch_size']} | {m['forward_flops'] / 1e9:.3g} | "
+                f"{m['train_flops'] / 1e9:.3g} | {'–' if xla is None else f'{xla / 1e9:.3g}'} | "
+                f"{m['min_bytes'] / 1e6:.3g} | {m['floor_epoch_seconds_bf16']:.3g} | {m['floor_epoch_seconds_fp32']:.3g} |"
             )
     tta = _time_to_accuracy(table)
     if tta:
