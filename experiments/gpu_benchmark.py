@@ -22,8 +22,9 @@ Contenders (``--impls``):
   evaluation pipeline (normalise only) instead, for the augmentation-overhead target.
 - ``torch_eager`` / ``torch_compile``: ``experiments/torch_models.py`` on data already on the GPU
   (uint8, normalised in the step), the original's optimizer, no augmentation (as the §7 anchors);
-  bf16 is ``torch.autocast``. ``--torch-warmup`` steps, then ``--torch-steps`` timed steps,
-  extrapolated to the epoch (``measured_steps`` in the record).
+  bf16 is ``torch.autocast``. ``--torch-warmup`` steps, then ``--torch-steps`` timed steps in
+  ``TORCH_WINDOWS`` windows, each extrapolated to the epoch: the record's epoch is their median
+  (``epoch_seconds_all``, ``measured_steps`` in the record; up to 2026-12-07's run one window).
 - ``torch_original_loader`` (VGG-5 only): the original script's way: torchvision transforms
   (RandomRotation(10, fill 0), RandomResizedCrop(28, scale (0.95, 1)), ToTensor, Normalize(0.5, 0.5))
   in a CPU DataLoader with no workers, fp32 eager; ``--loader-steps`` timed steps, extrapolated.
@@ -88,6 +89,8 @@ MODEL_SETUP: dict[str, tuple[str, str, tuple[int, int, int], int]] = {
 }
 ORIGINAL_BATCH = {"vgg5": 100, "mnist_cnn": 64, "cifar_resnet18": 200}
 FLOOR_BATCH = 100
+#: PyTorch's timed steps are split into this many windows, each extrapolated to an epoch (the record: the median)
+TORCH_WINDOWS = 3
 # The original script's transforms for Fashion-MNIST (ORIGINAL.md §2.2)
 LOADER_MEAN, LOADER_STD = 0.5, 0.5
 RESULT_PREFIX = "@@RESULT "
@@ -520,15 +523,22 @@ def job_torch(job: dict[str, Any]) -> dict[str, Any]:
     for i in range(1, job["warmup"]):
         step(batch_idx(i))
     _sync(torch, device)
-    t0 = time.perf_counter()
-    for i in range(job["steps"]):
-        loss = step(batch_idx(job["warmup"] + i))
-    _sync(torch, device)
-    elapsed = time.perf_counter() - t0
-    sps = job["steps"] / elapsed
     epoch_steps = _epoch_steps(MODEL_SETUP[job["model"]][3] if job.get("num_examples") is None else n, batch)
+    # the timed steps in TORCH_WINDOWS windows, each extrapolated to an epoch: the record is their median and
+    # keeps all of them, so a run shows how much PyTorch's host-bound steps spread within it
+    windows = np.array_split(np.arange(job["warmup"], job["warmup"] + job["steps"]), min(TORCH_WINDOWS, job["steps"]))
+    epochs_all = []
+    for window in windows:
+        t0 = time.perf_counter()
+        for i in window:
+            loss = step(batch_idx(int(i)))
+        _sync(torch, device)
+        epochs_all.append((time.perf_counter() - t0) / len(window) * epoch_steps)
+    epoch_s = statistics.median(epochs_all)
+    sps = epoch_steps / epoch_s
     rec = _base_record(job) | {
-        "epoch_seconds": epoch_steps / sps,
+        "epoch_seconds": epoch_s,
+        "epoch_seconds_all": epochs_all,
         "steps_per_second": sps,
         "compile_seconds": max(first - 1.0 / sps, 0.0),
         "first_call_seconds": first,
@@ -541,7 +551,8 @@ def job_torch(job: dict[str, Any]) -> dict[str, Any]:
         "pipeline": "data on the device, normalise only (no augmentation)",
         "data": data_note,
         "torch_version": torch.__version__,
-        "notes": f"epoch extrapolated from {job['steps']} timed steps after {job['warmup']} warm-up steps"
+        "notes": f"epoch extrapolated from {job['steps']} timed steps after {job['warmup']} warm-up steps "
+                 f"(median of {len(windows)} windows)"
                  + ("; bf16 = torch.autocast" if bf16 else ""),
     }
     return rec
@@ -874,6 +885,13 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _spread(record: dict[str, Any]) -> str:
+    times = record.get("epoch_seconds_all") or []
+    if len(times) < 2:
+        return "–"
+    return f"{100 * (max(times) - min(times)) / statistics.median(times):.1f}%"
+
+
 def _mib(v: Any) -> str:
     return "–" if v is None else f"{v / 2**20:.0f}"
 
@@ -903,15 +921,16 @@ def render_markdown(table: dict[str, Any]) -> str:
         detail = f" ({t['detail']})" if t["detail"] else ""
         lines.append(f"| {t['target']}{detail} | {shown} | {t['limit']} | {verdict} |")
     lines += ["", "## Records", "",
-              "| impl | model | head | precision | batch | aug | epoch s | steps/s | compile s | peak MiB | measured steps | extrapolated | device | run |",
-              "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|"]
+              "Spread: (slowest − fastest) / median of the record's timed epochs (spinal_jax) or windows (PyTorch).", "",
+              "| impl | model | head | precision | batch | aug | epoch s | spread | steps/s | compile s | peak MiB | measured steps | extrapolated | device | run |",
+              "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
     order = {k: i for i, k in enumerate(IMPLS)}
     ok = [r for r in table["records"] if r.get("status") == "ok"]
     for r in sorted(ok, key=lambda r: (MODELS.index(r["model"]) if r["model"] in MODELS else 9, order.get(r["impl"], 9),
                                        r["head"], r["precision"], r["batch_size"], not r["augment"])):
         lines.append(
             f"| {r['impl']} | {r['model']} | {r['head']} | {r['precision']} | {r['batch_size']} | {_fmt(r['augment'])} | "
-            f"{_fmt(r.get('epoch_seconds'))} | {_fmt(r.get('steps_per_second'), 1)} | {_fmt(r.get('compile_seconds'), 1)} | "
+            f"{_fmt(r.get('epoch_seconds'))} | {_spread(r)} | {_fmt(r.get('steps_per_second'), 1)} | {_fmt(r.get('compile_seconds'), 1)} | "
             f"{_mib(r.get('peak_memory_bytes'))} | {r.get('measured_steps')} | {_fmt(r.get('extrapolated'))} | {r.get('device')} | "
             f"{_fmt(r.get('run'))} |"
         )

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -69,6 +70,9 @@ def test_quick_run_writes_table_and_merges(tmp_path):
     assert len(eager) == 4
     if HAS_TORCH:
         assert all(r["status"] == "ok" and r["extrapolated"] and r["measured_steps"] == 3 for r in eager)
+        for r in eager:  # 3 timed steps: gb.TORCH_WINDOWS windows of one step, the record their median
+            assert len(r["epoch_seconds_all"]) == gb.TORCH_WINDOWS == 3
+            assert r["epoch_seconds"] == statistics.median(r["epoch_seconds_all"]) > 0
     else:
         assert all(r["status"] == "skipped" and "torch" in r["reason"] for r in eager)
     compiled = [r for r in recs if r["impl"] == "torch_compile"]
