@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -23,8 +24,9 @@ _UMASK = _process_umask()
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content into; on a clean exit it is flushed to disk and
-    replaces ``path`` (with the permissions a plain ``open`` would give: ``0o666`` less the umask, not
-    the temporary file's ``0o600``); on an error it is removed and ``path`` is left as it was."""
+    replaces ``path`` with the permissions a plain ``open`` would leave (an existing file's own, else
+    ``0o666`` less the umask; not the temporary file's ``0o600``); on an error it is removed and
+    ``path`` is left as it was."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -34,7 +36,8 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -24,6 +24,10 @@ def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~files._UMASK
+    # rewriting a file keeps its own permissions, as writing it in place would
+    atomic.chmod(0o640)
+    files.write_atomic(atomic, "y")
+    assert stat.S_IMODE(atomic.stat().st_mode) == 0o640 and atomic.read_text() == "y"
 
 
 def test_write_atomic_failure_keeps_the_old_file(tmp_path, monkeypatch):
