@@ -57,7 +57,6 @@ def _epoch_fn(spec: str, steps: int, batch: int):
     return epoch
 
 
-
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="experiments/results", help="directory for bench_augment.{json,md}")

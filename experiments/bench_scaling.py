@@ -281,7 +281,6 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-
 def write(record: dict[str, Any], out: str) -> tuple[str, str]:
     """``<out>/scaling.json`` and ``<out>/scaling.md``, written atomically; returns their paths."""
     os.makedirs(out, exist_ok=True)

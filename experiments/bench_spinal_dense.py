@@ -151,7 +151,6 @@ def plain_hidden_for(n_target: int, d: int, features: int) -> int:
     return max(1, round((n_target - features) / (d + 1 + features)))
 
 
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="experiments/results/spinal_dense_benchmark.json")

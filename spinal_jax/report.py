@@ -22,7 +22,6 @@ Public names:
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections import defaultdict
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from spinal_jax.files import atomic_writer
 from spinal_jax.train import metrics as metrics_io
 
 log = logging.getLogger(__name__)
@@ -300,12 +300,10 @@ def _plot_group(key, by_head, plots_dir: str) -> str | None:
     fig.tight_layout()
     out = None
     if drew:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{name}_{protocol}_{epochs}ep")
         out = os.path.join(plots_dir, f"{safe}.png")
-        os.makedirs(plots_dir, exist_ok=True)
-        metrics_io.write_atomic(out, buf.getvalue())
+        with atomic_writer(out) as f:
+            fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return out
 

@@ -7,7 +7,6 @@ run never holds lines of epochs it re-trains.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
@@ -16,7 +15,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from spinal_jax.files import write_atomic
+from spinal_jax.files import atomic_writer, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +107,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, titl
         fig.suptitle(title)
     fig.tight_layout()
     try:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        write_atomic(path, buf.getvalue())
+        with atomic_writer(path) as f:
+            fig.savefig(f, format="png", dpi=100)
     finally:
         plt.close(fig)
 
