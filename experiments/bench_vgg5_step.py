@@ -27,7 +27,9 @@ pool, whose backward re-reads the pool's input instead of the forward's argmax),
 ``xlachain`` (the spinal head's hidden chain as XLA ops, not ``fused_chain``'s two Pallas programs);
 ``pallas64`` tries the kernel also on inputs of 64 rows and more (the heads' BatchNorm1d),
 ``chaincols16`` / ``chaincols64`` give each of ``fused_chain``'s programs 16 / 64 columns (32 by default),
-``chainwarps8`` runs them with 8 warps (4 by default); ``biasgrad`` computes the gradients of the
+``chainwarps8`` runs them with 8 warps (4 by default), ``chainperlayer`` runs each layer of each pass as
+its own kernel (``fused_chain.ONE_KERNEL_A_PASS`` off; the default since round 19), ``chainonekernel`` each
+pass as one kernel; ``biasgrad`` computes the gradients of the
 convolution and hidden-layer biases that train-mode BatchNorm cancels
 (``normalization.SKIP_CANCELLED_BIAS_GRADIENT`` off); ``stencilconv`` computes the 1-channel first
 convolution's forward as nine shifted multiply-adds in one elementwise fusion instead of the patch matmul; ``ohwi`` stores the
@@ -254,7 +256,7 @@ class _OhwiConv(common.TorchConv):
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
               "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
-              "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion")
+              "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel")
 
 
 @contextlib.contextmanager
@@ -264,6 +266,7 @@ def variant(name: str) -> Iterator[None]:
     saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
              common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
              steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
+             fused_chain.ONE_KERNEL_A_PASS,
              normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
              steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS)
     parts = name.split("+")
@@ -302,6 +305,10 @@ def variant(name: str) -> Iterator[None]:
     for cols in (16, 64):
         if f"chaincols{cols}" in parts:
             fused_chain.COLUMNS = cols
+    if old or "chainperlayer" in parts:
+        fused_chain.ONE_KERNEL_A_PASS = False
+    if "chainonekernel" in parts:
+        fused_chain.ONE_KERNEL_A_PASS = True
     if "chainwarps8" in parts:
         fused_chain._NUM_WARPS = 8
     if old or "biasgrad" in parts:
@@ -330,6 +337,7 @@ def variant(name: str) -> Iterator[None]:
         (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
          common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
          steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
+         fused_chain.ONE_KERNEL_A_PASS,
          normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
          steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS) = saved
         layers.batch_norm_train = normalization.batch_norm_train

@@ -1,4 +1,6 @@
-"""On the GPU: ``fused_chain``'s compiled Triton programs against its XLA form, and a SpinalDense V3 head's
+"""On the GPU: ``fused_chain``'s compiled Triton programs against its XLA form (a kernel a pass, and a
+kernel a layer), the kernel-a-pass form bitwise equal to the kernel-a-layer form over many calls (its
+programs wait for each other between layers; a lost wait would read stale columns), and a SpinalDense V3 head's
 training step with the fused chain against its unfused chain (the VGG-5 head's shapes: batch 100,
 256 features, width 128, 4 layers, dropout 0.5), in float32 and bfloat16. Each side's error is
 measured against float32 at "highest" precision, and the kernel side's must be at most twice the XLA
@@ -10,6 +12,7 @@ side's (see ``ERROR_FLOOR``). Writes the figures as JSON (``--out``) and exits 1
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -26,6 +29,8 @@ from spinal_jax.models import heads
 # RATIO_LIMIT times the XLA path's.
 ERROR_FLOOR = {"float32": 2.0**-11, "bfloat16": 2.0**-8}
 RATIO_LIMIT = 2.0
+#: calls of the bitwise check.
+REPEATS = 500
 
 
 def _max_rel(a, b, floor: float = 0.0) -> float:
@@ -54,10 +59,12 @@ def _ratios(got: dict, base: dict, ref: dict, floor: float, floors: dict | None 
             / max(_max_rel(base[name], ref[name], floors.get(name, 0.0)), floor) for name in ref}
 
 
-def check_kernels(dtype) -> dict[str, float]:
+def check_kernels(dtype, one_kernel: bool = True) -> dict[str, float]:
     """The compiled programs' outputs against the XLA form's, both measured against the XLA form at
     "highest" precision; the backward passes all run at the reference forward's residuals."""
     args, cots = _chain_args(dtype)
+    pallas_forward = functools.partial(fused_chain.pallas_forward, one_kernel=one_kernel)
+    pallas_backward = functools.partial(fused_chain.pallas_backward, one_kernel=one_kernel)
     hmask, kernels, scale = args[1:4]
 
     def forward(fn):
@@ -71,9 +78,39 @@ def check_kernels(dtype) -> dict[str, float]:
     with jax.default_matmul_precision("highest"):
         ref = forward(fused_chain.xla_forward)
         ref |= backward(fused_chain.xla_backward, ref)
-    got = forward(fused_chain.pallas_forward) | backward(fused_chain.pallas_backward, ref)
+    got = forward(pallas_forward) | backward(pallas_backward, ref)
     base = forward(fused_chain.xla_forward) | backward(fused_chain.xla_backward, ref)
     return _ratios(got, base, ref, ERROR_FLOOR[jnp.dtype(dtype).name])
+
+
+def check_kernels_per_layer(dtype) -> dict[str, float]:
+    """``check_kernels`` for the kernel-a-layer form."""
+    return check_kernels(dtype, one_kernel=False)
+
+
+def check_one_kernel_bitwise(dtype, calls: int = REPEATS) -> dict[str, float]:
+    """Outputs of the kernel-a-pass form over ``calls`` calls (new inputs each time) that differ from the
+    kernel-a-layer form's, which does the same arithmetic in the same order: the fraction of calls with
+    any difference (0 wanted; reported against a limit of 0 by ``main``)."""
+    args, cots = _chain_args(dtype)
+    hmask, kernels, scale = args[1:4]
+
+    def both_passes(one_kernel: bool, proj, dh):
+        fwd = fused_chain.pallas_forward(proj, hmask, kernels, scale, args[4], 1e-5, one_kernel=one_kernel)
+        hcat, z, mean, var = fwd
+        bwd = fused_chain.pallas_backward(hcat, z, hmask, kernels, scale, mean, var, dh, *cots[1:], 1e-5,
+                                          one_kernel=one_kernel)
+        return fwd + bwd
+
+    one, per_layer = (jax.jit(functools.partial(both_passes, flag)) for flag in (True, False))
+    names = ("hcat", "z", "mean", "var", "dz", "dscale", "dbias")
+    differing = dict.fromkeys(names, 0)
+    for i in range(calls):
+        shift = jnp.asarray(0.01 * i, args[0].dtype)
+        proj, dh = args[0] + shift, cots[0] * (1 + shift)
+        for name, a, b in zip(names, one(proj, dh), per_layer(proj, dh), strict=True):
+            differing[name] += int(not np.array_equal(np.asarray(a), np.asarray(b)))
+    return {name: count / calls for name, count in differing.items()}
 
 
 def _head_step(dtype, fused: bool):
@@ -124,10 +161,10 @@ def main() -> int:
     failed = []
     for dtype in (jnp.float32, jnp.bfloat16):
         name = jnp.dtype(dtype).name
-        for check in (check_kernels, check_head_step):
+        for check in (check_kernels, check_kernels_per_layer, check_one_kernel_bitwise, check_head_step):
             diffs = check(dtype)
             worst = max(diffs.values())
-            limit = RATIO_LIMIT
+            limit = 0.0 if check is check_one_kernel_bitwise else RATIO_LIMIT
             report["checks"][f"{check.__name__}.{name}"] = {"worst": worst, "limit": limit, "by_output": diffs}
             print(f"{check.__name__} {name}: worst {worst:.2e} (limit {limit})", flush=True)
             if not worst <= limit:

@@ -1,18 +1,20 @@
-"""The sequential part of a SpinalDense chain with BatchNorm and ReLU (the V3 head) in one kernel a layer.
+"""The sequential part of a SpinalDense chain with BatchNorm and ReLU (the V3 head) in one kernel a pass.
 
 Hidden layer ``k`` of such a chain computes ``h_k = relu(BN(p_k + (h_{k-1} * m_k) @ K_k))``: ``p_k`` the
 input-segment product plus bias (no dependence on the chain, computed by the caller for all layers at
 once), ``m_k`` the dropout multiplier on ``h_{k-1}`` and ``K_k`` the rows of layer ``k``'s kernel that read
 ``h_{k-1}``. In XLA ops each layer is several small kernels (a GEMM and its split-K reduction,
 BatchNorm's sums, the normalisation), which the chain makes run one after another. ``fused_chain`` runs
-each layer's forward (product, batch statistics, normalisation, ReLU) as one Pallas (Triton) kernel on
-one CUDA GPU, and each layer's backward (the gradient arriving through the next layer's product, ReLU's
-and BatchNorm's gradients) as one more. BatchNorm is per column, so a layer's kernel is one program per
-``COLUMNS`` columns, each holding all rows of the batch: the statistics are exact two-pass sums in
-registers. The kernels' gradients and everything off the chain stay with XLA (batched GEMMs over the
-layers). Elsewhere (CPU, other GPUs) the same function runs as XLA ops; the tests run the kernels in
-interpret mode against them. ``experiments/results/PERF_NOTES.md`` (round 6) has the measurements,
-including a first version that ran the whole chain as one program on one SM (slower than XLA).
+each layer's forward (product, batch statistics, normalisation, ReLU) and backward (the gradient arriving
+through the next layer's product, ReLU's and BatchNorm's gradients) in Pallas (Triton) on one CUDA GPU.
+BatchNorm is per column, so a layer is one program per ``COLUMNS`` columns, each holding all rows of the
+batch: the statistics are exact two-pass sums in registers. A layer needs all columns of the layer before
+it, so each pass is one kernel a layer, or, with ``ONE_KERNEL_A_PASS`` on, one kernel whose programs wait
+for each other between layers (a barrier on an atomic counter in global memory). The kernels' gradients
+and everything off the chain stay with XLA (batched GEMMs over the layers). Elsewhere (CPU, other GPUs)
+the same function runs as XLA ops; the tests run the kernels in interpret mode against them.
+``experiments/results/PERF_NOTES.md`` (rounds 6 and 19) has the measurements, including a first version
+that ran the whole chain as one program on one SM (slower than XLA).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ MAX_ROWS = 128
 #: columns of one program: each layer's pass is ``width / COLUMNS`` programs (BatchNorm is per column).
 COLUMNS = 32
 _NUM_WARPS = 4
+#: each pass (forward, backward) as one kernel whose programs wait for each other between layers, instead
+#: of one kernel a layer. Off: on an H100 it made the VGG-5 epoch slower (PERF_NOTES.md, round 19).
+ONE_KERNEL_A_PASS = False
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -135,34 +140,85 @@ def _rows_inside(block: int, rows: int, width: int) -> Array:
     return jnp.broadcast_to((jnp.arange(block) < rows)[:, None], (block, width))
 
 
-def _layer_call(kernel, operands: list, outputs: tuple, carried: int, width: int, interpret: bool):
-    """One layer's ``pallas_call``: one program per block of ``COLUMNS`` columns. The last ``carried``
-    operands are the buffers of the chain's outputs so far, written in place (aliased to ``outputs``)."""
+def _column_block(width: int, one_kernel: bool, interpret: bool) -> int:
+    """Columns of one program. Interpret mode runs a grid's programs one after another, so a pass in one
+    kernel (whose programs wait for each other) is one program there."""
+    return width if one_kernel and interpret else min(COLUMNS, width)
+
+
+def _wait_for_programs(counter_ref, target: int, programs: int) -> None:
+    """A barrier across the kernel's programs: this program's stores so far are made visible, then it waits
+    until all programs have arrived ``target`` times in total (``counter_ref``: one int32, zero at the start).
+
+    All programs of these grids are resident at once (``width / COLUMNS`` <= 8 programs of ``_NUM_WARPS``
+    warps), so the wait ends. The atomics are acquire-release at GPU scope (Pallas' Triton lowering)."""
+    if programs == 1:
+        return
+    from jax.experimental.pallas import triton as plgpu
+
+    plgpu.debug_barrier()  # every warp of the program has issued its stores
+    arrived = plgpu.atomic_add(counter_ref, 0, 1) + 1
+    jax.lax.while_loop(lambda seen: seen < target, lambda _: plgpu.atomic_add(counter_ref, 0, 0), arrived)
+    plgpu.debug_barrier()  # no warp reads before the wait is over
+
+
+def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one_kernel: bool,
+          interpret: bool) -> tuple:
+    """Run ``layer_body(k, cb, in_refs, out_refs)`` for the layers in ``order``, one program per block of
+    ``cb`` columns: as one ``pallas_call`` a layer (the chain's outputs so far carried as aliased buffers), or
+    as one ``pallas_call`` whose programs wait for each other between layers (``_wait_for_programs``)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
-    first = len(operands) - carried
-    return pl.pallas_call(
-        kernel,
-        out_shape=outputs,
-        grid=(width // min(COLUMNS, width),),
-        in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * len(operands),
-        out_specs=[pl.BlockSpec(memory_space=pl.ANY)] * len(outputs),
-        input_output_aliases={first + i: i for i in range(carried)},
-        compiler_params=plgpu.CompilerParams(num_warps=_NUM_WARPS),
-        interpret=interpret,
-    )(*operands)
+    cb = _column_block(width, one_kernel, interpret)
+    programs = width // cb
+
+    def call(kernel, operands: list, out_shape: tuple, aliases: dict[int, int]):
+        return pl.pallas_call(
+            kernel,
+            out_shape=out_shape,
+            grid=(programs,),
+            in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * len(operands),
+            out_specs=[pl.BlockSpec(memory_space=pl.ANY)] * len(out_shape),
+            input_output_aliases=aliases,
+            compiler_params=plgpu.CompilerParams(num_warps=_NUM_WARPS),
+            interpret=interpret,
+        )(*operands)
+
+    nin, nout = len(fixed), len(outputs)
+    if one_kernel:
+        def kernel(*refs):
+            *out_refs, counter_ref = refs[nin + 1:]
+            for i, k in enumerate(order):
+                if i:
+                    _wait_for_programs(counter_ref, i * programs, programs)
+                layer_body(k, cb, refs[:nin], out_refs)
+
+        counter = jax.ShapeDtypeStruct((1,), jnp.int32)
+        *buffers, _ = call(kernel, [*fixed, jnp.zeros((1,), jnp.int32)], (*outputs, counter), {nin: nout})
+        return tuple(buffers)
+
+    buffers: tuple = ()
+    for k in order:
+        def kernel(*refs, k=k):
+            layer_body(k, cb, refs[:nin], refs[-nout:])  # the outputs (aliased to the carried buffers)
+
+        carried = len(buffers)
+        buffers = call(kernel, fixed + list(buffers), outputs, {nin + i: i for i in range(carried)})
+    return buffers
 
 
 def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                   epsilon: float, *, interpret: bool = False) -> tuple[Array, Array, Array, Array]:
-    """``xla_forward`` as one Pallas program per layer (``interpret=True`` runs it on any backend, for tests)."""
+                   epsilon: float, *, interpret: bool = False,
+                   one_kernel: bool | None = None) -> tuple[Array, Array, Array, Array]:
+    """``xla_forward`` as Pallas programs (``interpret=True`` runs them on any backend, for tests); one
+    kernel for the pass, or one a layer (``one_kernel``; default ``ONE_KERNEL_A_PASS``)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
     L, n, w = proj.shape
     dtype = proj.dtype
-    block, cb = _block_rows(n), min(COLUMNS, w)
+    block = _block_rows(n)
     masked = hmask is not None
     outputs = (
         jax.ShapeDtypeStruct((n, L * w), dtype),
@@ -171,53 +227,49 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
         jax.ShapeDtypeStruct((L, w), _F32),
     )
 
-    def layer_kernel(k: int):
-        def kernel(*refs):
-            proj_ref, *refs = refs
-            mask_ref = refs.pop(0) if masked else None
-            kern_ref, scale_ref, bias_ref = refs[:3]
-            hcat_ref, z_ref, mean_ref, var_ref = refs[-4:]  # the outputs (aliased to the carried buffers)
-            first = pl.program_id(0) * cb
-            cols, rows = pl.ds(first, cb), pl.ds(0, block)
-            inside = _rows_inside(block, n, cb)
-            z = plgpu.load(proj_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
-            if k:
-                whole = _rows_inside(block, n, w)
-                hm = plgpu.load(hcat_ref.at[rows, pl.ds((k - 1) * w, w)], mask=whole, other=0)
-                if masked:
-                    hm = hm * plgpu.load(mask_ref.at[_index(k - 1), rows, :], mask=whole, other=0)
-                z = z + jnp.dot(hm, kern_ref.at[_index(k - 1), :, cols][...], preferred_element_type=_F32)
-            z = z.astype(dtype)
-            plgpu.store(z_ref.at[_index(k), rows, cols], z, mask=inside)
-            zf = z.astype(_F32)  # 0 in the rows past n
-            mean = jnp.sum(zf, axis=0) / n
-            centred = jnp.where(inside, zf - mean[None, :], 0.0)
-            var = jnp.sum(centred * centred, axis=0) / n
-            gain = jax.lax.rsqrt(var + epsilon) * scale_ref.at[_index(k), cols][...].astype(_F32)
-            y = centred * gain[None, :] + bias_ref.at[_index(k), cols][...].astype(_F32)[None, :]
-            h = jnp.where(inside, jnp.maximum(y, 0.0), 0.0).astype(dtype)
-            plgpu.store(hcat_ref.at[rows, pl.ds(k * w + first, cb)], h, mask=inside)
-            mean_ref.at[_index(k), cols][...] = mean
-            var_ref.at[_index(k), cols][...] = var
-
-        return kernel
+    def layer(k: int, cb: int, in_refs, out_refs) -> None:
+        proj_ref, *in_refs = in_refs
+        mask_ref = in_refs.pop(0) if masked else None
+        kern_ref, scale_ref, bias_ref = in_refs
+        hcat_ref, z_ref, mean_ref, var_ref = out_refs
+        first = pl.program_id(0) * cb
+        cols, rows = pl.ds(first, cb), pl.ds(0, block)
+        inside = _rows_inside(block, n, cb)
+        z = plgpu.load(proj_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
+        if k:
+            whole = _rows_inside(block, n, w)
+            hm = plgpu.load(hcat_ref.at[rows, pl.ds((k - 1) * w, w)], mask=whole, other=0)
+            if masked:
+                hm = hm * plgpu.load(mask_ref.at[_index(k - 1), rows, :], mask=whole, other=0)
+            z = z + jnp.dot(hm, kern_ref.at[_index(k - 1), :, cols][...], preferred_element_type=_F32)
+        z = z.astype(dtype)
+        plgpu.store(z_ref.at[_index(k), rows, cols], z, mask=inside)
+        zf = z.astype(_F32)  # 0 in the rows past n
+        mean = jnp.sum(zf, axis=0) / n
+        centred = jnp.where(inside, zf - mean[None, :], 0.0)
+        var = jnp.sum(centred * centred, axis=0) / n
+        gain = jax.lax.rsqrt(var + epsilon) * scale_ref.at[_index(k), cols][...].astype(_F32)
+        y = centred * gain[None, :] + bias_ref.at[_index(k), cols][...].astype(_F32)[None, :]
+        h = jnp.where(inside, jnp.maximum(y, 0.0), 0.0).astype(dtype)
+        plgpu.store(hcat_ref.at[rows, pl.ds(k * w + first, cb)], h, mask=inside)
+        mean_ref.at[_index(k), cols][...] = mean
+        var_ref.at[_index(k), cols][...] = var
 
     fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias]
-    buffers: tuple = ()
-    for k in range(L):
-        buffers = _layer_call(layer_kernel(k), fixed + list(buffers), outputs, len(buffers), w, interpret)
-    return buffers
+    one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
+    return _pass(layer, range(L), fixed, outputs, w, one, interpret)
 
 
 def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
                     mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
-                    epsilon: float, *, interpret: bool = False) -> tuple[Array, Array, Array]:
-    """``xla_backward`` as one Pallas program per layer (``interpret=True`` runs it on any backend, for tests)."""
+                    epsilon: float, *, interpret: bool = False,
+                    one_kernel: bool | None = None) -> tuple[Array, Array, Array]:
+    """``xla_backward`` as Pallas programs (``interpret`` and ``one_kernel`` as for ``pallas_forward``)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
     L, n, w = z.shape
-    block, cb = _block_rows(n), min(COLUMNS, w)
+    block = _block_rows(n)
     masked = hmask is not None
     outputs = (
         jax.ShapeDtypeStruct((L, n, w), z.dtype),
@@ -225,49 +277,44 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
         jax.ShapeDtypeStruct((L, w), _F32),
     )
 
-    def layer_kernel(k: int):
-        def kernel(*refs):
-            h_ref, z_ref, *refs = refs
-            mask_ref = refs.pop(0) if masked else None
-            kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref = refs[:7]
-            dz_ref, dscale_ref, dbias_ref = refs[-3:]  # the outputs (aliased to the carried buffers)
-            first = pl.program_id(0) * cb
-            cols, rows = pl.ds(first, cb), pl.ds(0, block)
-            inside = _rows_inside(block, n, cb)
-            in_hcat = (rows, pl.ds(k * w + first, cb))
-            g = plgpu.load(dh_ref.at[in_hcat], mask=inside, other=0).astype(_F32)
-            if k < L - 1:  # the gradient from layer k + 1 through its input h_k
-                whole = _rows_inside(block, n, w)
-                dz_next = plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole, other=0)
-                g = g + jax.lax.dot_general(
-                    dz_next, kern_ref.at[_index(k), cols, :][...], (((1,), (1,)), ((), ())),
-                    preferred_element_type=_F32,
-                ) * (1.0 if not masked else
-                     plgpu.load(mask_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32))
-            h = plgpu.load(h_ref.at[in_hcat], mask=inside, other=0)
-            g = jnp.where(h > 0, g, 0.0)
-            zf = plgpu.load(z_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
-            centred = jnp.where(inside, zf - mean_ref.at[_index(k), cols][...][None, :], 0.0)
-            inv = jax.lax.rsqrt(var_ref.at[_index(k), cols][...] + epsilon)
-            sum_g = jnp.sum(g, axis=0)
-            sum_gx = jnp.sum(g * (centred * inv[None, :]), axis=0)
-            dz = batch_norm_input_gradient(
-                g, centred, inv[None, :], scale_ref.at[_index(k), cols][...].astype(_F32)[None, :],
-                sum_g[None, :], sum_gx[None, :], dmean_ref.at[_index(k), cols][...][None, :],
-                dvar_ref.at[_index(k), cols][...][None, :], n,
-            )
-            dz = jnp.where(inside, dz, 0.0).astype(z.dtype)
-            plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=inside)
-            dscale_ref.at[_index(k), cols][...] = sum_gx
-            dbias_ref.at[_index(k), cols][...] = sum_g
-
-        return kernel
+    def layer(k: int, cb: int, in_refs, out_refs) -> None:
+        h_ref, z_ref, *in_refs = in_refs
+        mask_ref = in_refs.pop(0) if masked else None
+        kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref = in_refs
+        dz_ref, dscale_ref, dbias_ref = out_refs
+        first = pl.program_id(0) * cb
+        cols, rows = pl.ds(first, cb), pl.ds(0, block)
+        inside = _rows_inside(block, n, cb)
+        in_hcat = (rows, pl.ds(k * w + first, cb))
+        g = plgpu.load(dh_ref.at[in_hcat], mask=inside, other=0).astype(_F32)
+        if k < L - 1:  # the gradient from layer k + 1 through its input h_k
+            whole = _rows_inside(block, n, w)
+            dz_next = plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole, other=0)
+            g = g + jax.lax.dot_general(
+                dz_next, kern_ref.at[_index(k), cols, :][...], (((1,), (1,)), ((), ())),
+                preferred_element_type=_F32,
+            ) * (1.0 if not masked else
+                 plgpu.load(mask_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32))
+        h = plgpu.load(h_ref.at[in_hcat], mask=inside, other=0)
+        g = jnp.where(h > 0, g, 0.0)
+        zf = plgpu.load(z_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
+        centred = jnp.where(inside, zf - mean_ref.at[_index(k), cols][...][None, :], 0.0)
+        inv = jax.lax.rsqrt(var_ref.at[_index(k), cols][...] + epsilon)
+        sum_g = jnp.sum(g, axis=0)
+        sum_gx = jnp.sum(g * (centred * inv[None, :]), axis=0)
+        dz = batch_norm_input_gradient(
+            g, centred, inv[None, :], scale_ref.at[_index(k), cols][...].astype(_F32)[None, :],
+            sum_g[None, :], sum_gx[None, :], dmean_ref.at[_index(k), cols][...][None, :],
+            dvar_ref.at[_index(k), cols][...][None, :], n,
+        )
+        dz = jnp.where(inside, dz, 0.0).astype(z.dtype)
+        plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=inside)
+        dscale_ref.at[_index(k), cols][...] = sum_gx
+        dbias_ref.at[_index(k), cols][...] = sum_g
 
     fixed = [hcat, z] + ([hmask] if masked else []) + [kernels, scale, mean, var, dhcat, dmean, dvar]
-    buffers: tuple = ()
-    for k in reversed(range(L)):
-        buffers = _layer_call(layer_kernel(k), fixed + list(buffers), outputs, len(buffers), w, interpret)
-    return buffers
+    one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
+    return _pass(layer, range(L - 1, -1, -1), fixed, outputs, w, one, interpret)
 
 
 # --- the differentiable function --------------------------------------------------------------------

@@ -35,15 +35,17 @@ def _vjp(fn, args, cots):
     return out, pullback(cots)
 
 
+@pytest.mark.parametrize("one_kernel", [True, False])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize(("L", "n", "w", "masked"), [(4, 100, 128, True), (3, 37, 32, False), (2, 16, 16, True)])
-def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, dtype):
+def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, dtype, one_kernel):
     """Forward outputs (hidden outputs, pre-activations, statistics) and the backward's outputs of the
-    two Pallas programs equal the XLA form's, the rows past ``n`` (to the block's power of two) masked out."""
+    Pallas programs (a kernel a pass, or a kernel a layer with one program per ``COLUMNS`` columns) equal
+    the XLA form's, the rows past ``n`` (to the block's power of two) masked out."""
     eps = 1e-5
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, dtype, masked)
     want = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, eps)
-    got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, interpret=True)
+    got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, interpret=True, one_kernel=one_kernel)
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
@@ -52,7 +54,7 @@ def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, dtype):
     dh, dmean, dvar = _cotangents(jax.random.PRNGKey(1), L, n, w, dtype)
     args = (hcat, z, hmask, kernels, scale, mean, var, dh, dmean, dvar, eps)
     want = fused_chain.xla_backward(*args)
-    got = fused_chain.pallas_backward(*args, interpret=True)
+    got = fused_chain.pallas_backward(*args, interpret=True, one_kernel=one_kernel)
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         scale_ = float(np.max(np.abs(np.asarray(b, np.float32)))) + 1.0
@@ -84,10 +86,14 @@ def test_custom_gradient_equals_autodiff_float64(masked):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_kernels_lower_to_triton_for_cuda():
-    """The forward and the gradient lower for CUDA from this CPU machine, each pass one Triton call a
-    layer (the Pallas lowering; compiling the Triton IR needs the GPU)."""
+@pytest.mark.parametrize("one_kernel", [True, False])
+def test_kernels_lower_to_triton_for_cuda(monkeypatch, one_kernel):
+    """The forward and the gradient lower for CUDA from this CPU machine (the Pallas lowering, with the
+    barrier's atomics and wait loop; compiling the Triton IR needs the GPU): each pass one Triton call,
+    or one a layer."""
+    monkeypatch.setattr(fused_chain, "ONE_KERNEL_A_PASS", one_kernel)
     L, n, w = 4, 100, 128
+    calls = 1 if one_kernel else L
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, jnp.bfloat16)
 
     def loss(proj, kernels, scale, bias):
@@ -95,9 +101,9 @@ def test_kernels_lower_to_triton_for_cuda():
         return jnp.sum(hcat.astype(jnp.float32) ** 2) + jnp.sum(mean) + jnp.sum(var)
 
     forward = jax.jit(loss).trace(proj, kernels, scale, bias).lower(lowering_platforms=("cuda",)).as_text()
-    assert forward.count("__gpu$xla.gpu.triton") == L
+    assert forward.count("__gpu$xla.gpu.triton") == calls
     both = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).trace(proj, kernels, scale, bias)
-    assert both.lower(lowering_platforms=("cuda",)).as_text().count("__gpu$xla.gpu.triton") == 2 * L
+    assert both.lower(lowering_platforms=("cuda",)).as_text().count("__gpu$xla.gpu.triton") == 2 * calls
 
 
 def test_dispatch_rules():
