@@ -5,8 +5,9 @@ command of each run that added to the table, ``--merge`` included; each record's
 run that measured it) and its Markdown rendering ``<out>/gpu_benchmark.md`` with the targets of issue 6 as
 pass/fail rows; a target comparing records of different runs says so; and, where matplotlib is installed,
 the figure ``<out>/gpu_benchmark.png`` (epoch times by contender, time-to-accuracy curves). The files are
-rewritten atomically after every job, so a run that is killed keeps what it measured; ``--render-only``
-rewrites the Markdown and the figure of a table without running anything.
+rewritten atomically after every job, so a run that is killed keeps what it measured and names the jobs it
+had not finished (``pending_jobs``, a line in the Markdown); ``--render-only`` rewrites the Markdown and the
+figure of a table without running anything.
 
 Contenders (``--impls``):
 
@@ -912,6 +913,10 @@ def render_markdown(table: dict[str, Any]) -> str:
     lines += [f"- Note: {note}" for note in table.get("notes", [])]  # e.g. what was merged from where, by hand
     if table.get("quick"):
         lines += ["", "**--quick run: tiny data and a handful of steps; the numbers are a smoke test, not a measurement.**"]
+    pending = table.get("pending_jobs") or []
+    if pending:
+        lines += ["", f"**Partial table: the last run had not finished {len(pending)} of its jobs when this was written "
+                  f"(still running, or stopped): {'; '.join(pending)}. The same command with `--merge` adds them.**"]
     lines += ["", "## Targets (issue 6)", "", "| target | value | limit | pass |", "|---|---:|---|---|"]
     for t in table["targets"]:
         value = t["value"]
@@ -1141,6 +1146,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def job_label(job: dict[str, Any]) -> str:
+    """A job's name in the log and in a table's ``pending_jobs``, e.g. ``torch_eager vgg5 spinal bf16 100 aug=False``."""
+    label = " ".join(str(job.get(k)) for k in ("impl", "model", "head", "precision", "batch_size") if job.get(k) is not None)
+    return label + (f" aug={job['augment']}" if "augment" in job else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
@@ -1176,11 +1187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     done |= {record_key(t) for t in table.get("time_to_accuracy", [])}
     isolate = not args.no_isolate
     _log(f"{len(jobs)} jobs; GPU: {env['gpu'] or 'none'}; isolate={isolate}; budget {args.budget_seconds:.0f} s")
+    # Every snapshot names the jobs this run has not finished, so a table whose run was killed says it is partial.
+    table["pending_jobs"] = [job_label(job) for job in jobs if record_key(job | {"kind": job.get("kind")}) not in done]
     t_run = time.perf_counter()
     for i, job in enumerate(jobs, 1):
         key = record_key(job | {"kind": job.get("kind")})
-        label = " ".join(str(job.get(k)) for k in ("impl", "model", "head", "precision", "batch_size") if job.get(k) is not None)
-        label += f" aug={job['augment']}" if "augment" in job else ""
+        label = job_label(job)
         if key in done:
             _log(f"[{i}/{len(jobs)}] {label}: already in the merged table, skipped")
             continue
@@ -1229,6 +1241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = {k: job.get(k) for k in ("impl", "model", "head", "precision", "batch_size", "augment")}
             rec = base | {"tf32": job["tf32"], "run": len(table["runs"]) - 1} | result
             table["records"] = [r for r in table["records"] if record_key(r) != record_key(rec)] + [rec]
+        table["pending_jobs"].remove(label)
         save(table, args.out)
     save(table, args.out)
     _log(f"done in {time.perf_counter() - t_run:.0f} s: {os.path.join(args.out, JSON_NAME)}")

@@ -297,3 +297,31 @@ def test_save_writes_the_figure_and_render_only_rewrites_it(tmp_path):
     assert sorted(os.listdir(tmp_path / "b")) == [gb.JSON_NAME, gb.MD_NAME, gb.PNG_NAME]
     with pytest.raises(SystemExit):
         gb.parse_args(["--render-only"])
+
+
+def test_a_stopped_run_leaves_a_table_that_says_it_is_partial(tmp_path, monkeypatch):
+    """Every snapshot lists the jobs the run has not finished: a run killed after its first job leaves a table
+    (JSON and Markdown) naming the rest, and a run that ends lists none."""
+    calls = []
+
+    def job(job):
+        calls.append(gb.job_label(job))
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # the run is stopped here, as by a kill
+        return {"epoch_seconds": 1.0, "steps_per_second": 1.0}
+
+    monkeypatch.setattr(gb, "run_job_inline", job)
+    args = ["--quick", "--no-isolate", "--no-floor", "--impls", "spinal_jax", "--precisions", "fp32"]
+    with pytest.raises(KeyboardInterrupt):
+        gb.main([*args, "--out", str(tmp_path / "a")])
+    table = json.loads((tmp_path / "a" / gb.JSON_NAME).read_text())
+    assert len(calls) == 2 and table["pending_jobs"] == calls[1:]
+    md = (tmp_path / "a" / gb.MD_NAME).read_text()
+    assert "Partial table" in md and calls[1] in md
+
+    calls.clear()
+    monkeypatch.setattr(gb, "run_job_inline", lambda job: calls.append(job) or {"epoch_seconds": 1.0, "steps_per_second": 1.0})
+    assert gb.main([*args, "--out", str(tmp_path / "b")]) == 0
+    table = json.loads((tmp_path / "b" / gb.JSON_NAME).read_text())
+    assert len(calls) == 2 and table["pending_jobs"] == []
+    assert "Partial table" not in (tmp_path / "b" / gb.MD_NAME).read_text()
