@@ -157,7 +157,7 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "error_floor": ERROR_FLOOR,
-              "ratio_limit": RATIO_LIMIT, "checks": {}}
+              "ratio_limit": RATIO_LIMIT, "one_kernel_a_pass": fused_chain.ONE_KERNEL_A_PASS, "checks": {}}
     failed = []
     for dtype in (jnp.float32, jnp.bfloat16):
         name = jnp.dtype(dtype).name
