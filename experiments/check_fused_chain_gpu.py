@@ -92,11 +92,10 @@ def check_one_kernel_bitwise(dtype, calls: int = REPEATS) -> dict[str, float]:
     """Outputs of the kernel-a-pass form over ``calls`` calls (new inputs each time) that differ from the
     kernel-a-layer form's, which does the same arithmetic in the same order: the fraction of calls with
     any difference (0 wanted; reported against a limit of 0 by ``main``)."""
-    args, cots = _chain_args(dtype)
-    hmask, kernels, scale = args[1:4]
+    (proj0, hmask, kernels, scale, bias), cots = _chain_args(dtype)
 
     def both_passes(one_kernel: bool, proj, dh):
-        fwd = fused_chain.pallas_forward(proj, hmask, kernels, scale, args[4], 1e-5, one_kernel=one_kernel)
+        fwd = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, 1e-5, one_kernel=one_kernel)
         hcat, z, mean, var = fwd
         bwd = fused_chain.pallas_backward(hcat, z, hmask, kernels, scale, mean, var, dh, *cots[1:], 1e-5,
                                           one_kernel=one_kernel)
@@ -106,8 +105,8 @@ def check_one_kernel_bitwise(dtype, calls: int = REPEATS) -> dict[str, float]:
     names = ("hcat", "z", "mean", "var", "dz", "dscale", "dbias")
     differing = dict.fromkeys(names, 0)
     for i in range(calls):
-        shift = jnp.asarray(0.01 * i, args[0].dtype)
-        proj, dh = args[0] + shift, cots[0] * (1 + shift)
+        shift = jnp.asarray(0.01 * i, proj0.dtype)
+        proj, dh = proj0 + shift, cots[0] * (1 + shift)
         for name, a, b in zip(names, one(proj, dh), per_layer(proj, dh), strict=True):
             differing[name] += int(not np.array_equal(np.asarray(a), np.asarray(b)))
     return {name: count / calls for name, count in differing.items()}

@@ -1187,11 +1187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     done |= {record_key(t) for t in table.get("time_to_accuracy", [])}
     isolate = not args.no_isolate
     _log(f"{len(jobs)} jobs; GPU: {env['gpu'] or 'none'}; isolate={isolate}; budget {args.budget_seconds:.0f} s")
+    keys = [record_key(job | {"kind": job.get("kind")}) for job in jobs]
     # Every snapshot names the jobs this run has not finished, so a table whose run was killed says it is partial.
-    table["pending_jobs"] = [job_label(job) for job in jobs if record_key(job | {"kind": job.get("kind")}) not in done]
+    table["pending_jobs"] = [job_label(job) for job, key in zip(jobs, keys, strict=True) if key not in done]
     t_run = time.perf_counter()
-    for i, job in enumerate(jobs, 1):
-        key = record_key(job | {"kind": job.get("kind")})
+    for i, (job, key) in enumerate(zip(jobs, keys, strict=True), 1):
         label = job_label(job)
         if key in done:
             _log(f"[{i}/{len(jobs)}] {label}: already in the merged table, skipped")
