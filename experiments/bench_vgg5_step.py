@@ -40,7 +40,9 @@ loop instead of all the chunk's batches before it (``steps.PREPARED_INPUTS_MAX_B
 kernel gradient as a batched product per image, summed, instead of one GEMM over all the batch's pixels;
 ``nodropout`` makes every ``nn.Dropout`` the identity (what dropout and its random bits cost; not a
 training setting); ``unrollN`` traces every ``lax.scan`` with ``unroll=N`` (``unroll2``: two training steps a loop
-iteration); ``noconvfusion`` compiles without ``steps.GPU_COMPILER_OPTIONS`` (no cuDNN fused
+iteration); ``matmulrowsN`` pads the im2col convolutions' patch rows to a multiple of N (``common.MATMUL_ROWS_MULTIPLE``;
+``matmulrows1``: unpadded, as before round 20); ``xlaoutmask`` multiplies the fused chain's outputs by the output
+dropout's mask in XLA instead of inside its kernels (as before round 20); ``noconvfusion`` compiles without ``steps.GPU_COMPILER_OPTIONS`` (no cuDNN fused
 convolution graphs). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
@@ -166,6 +168,16 @@ def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_shardi
 
 
 _LIBRARY_CONV_AS_MATMUL = common.conv_as_matmul
+_LIBRARY_FUSED_HIDDEN = layers._fused_hidden
+
+
+def _fused_hidden_xla_out_mask(params, batch_stats, x, plan, masks, out_mask, *rest):
+    """The library's fused chain with the output dropout's mask applied by XLA after it (before round 20)."""
+    hcat, new0, news = _LIBRARY_FUSED_HIDDEN(params, batch_stats, x, plan, masks, None, *rest)
+    if out_mask is not None:
+        L, n, w = out_mask.shape
+        hcat = hcat * jnp.transpose(out_mask, (1, 0, 2)).reshape(n, L * w)
+    return hcat, new0, news
 _LAX_SCAN = jax.lax.scan
 _LIBRARY_TORCH_CONV = common.TorchConv
 
@@ -256,7 +268,8 @@ class _OhwiConv(common.TorchConv):
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
               "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
-              "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel")
+              "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel",
+              "matmulrowsN", "xlaoutmask")
 
 
 @contextlib.contextmanager
@@ -268,9 +281,10 @@ def variant(name: str) -> Iterator[None]:
              steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
              fused_chain.ONE_KERNEL_A_PASS,
              normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
-             steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS)
+             steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
+             common.MATMUL_ROWS_MULTIPLE, layers._fused_hidden)
     parts = name.split("+")
-    unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"unroll\d+", p)]
+    unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"(unroll|matmulrows)\d+", p)]
     if unknown:
         raise ValueError(f"unknown variant part(s) {unknown}; use one of {_BASES} joined to any of {_MODIFIERS}")
     old = parts[0] in _BASES[:4]
@@ -317,9 +331,15 @@ def variant(name: str) -> Iterator[None]:
         common.conv_as_matmul = _conv_as_matmul_with_stencil
     if "nodropout" in parts:
         nn.Dropout.__call__ = lambda self, inputs, deterministic=None, rng=None: inputs
+    if old:
+        common.MATMUL_ROWS_MULTIPLE = 1
+    if old or "xlaoutmask" in parts:
+        layers._fused_hidden = _fused_hidden_xla_out_mask
     for part in parts:
         if re.fullmatch(r"unroll\d+", part):
             jax.lax.scan = functools.partial(_LAX_SCAN, unroll=int(part[6:]))
+        if re.fullmatch(r"matmulrows\d+", part):
+            common.MATMUL_ROWS_MULTIPLE = int(part[10:])
     if "imagewgrad" in parts:
         common.conv_as_matmul = _conv_as_matmul_image_wgrad
     if "ohwi" in parts:
@@ -339,7 +359,8 @@ def variant(name: str) -> Iterator[None]:
          steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
          fused_chain.ONE_KERNEL_A_PASS,
          normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
-         steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS) = saved
+         steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
+         common.MATMUL_ROWS_MULTIPLE, layers._fused_hidden) = saved
         layers.batch_norm_train = normalization.batch_norm_train
         common.TorchConv = _LIBRARY_TORCH_CONV
 

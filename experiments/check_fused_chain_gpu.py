@@ -1,5 +1,5 @@
 """On the GPU: ``fused_chain``'s compiled Triton programs against its XLA form (a kernel a pass, and a
-kernel a layer), the kernel-a-pass form bitwise equal to the kernel-a-layer form over many calls (its
+kernel a layer; both dropout masks on), the kernel-a-pass form bitwise equal to the kernel-a-layer form over many calls (its
 programs wait for each other between layers; a lost wait would read stale columns), and a SpinalDense V3 head's
 training step with the fused chain against its unfused chain (the VGG-5 head's shapes: batch 100,
 256 features, width 128, 4 layers, dropout 0.5), in float32 and bfloat16. Each side's error is
@@ -41,7 +41,7 @@ def _max_rel(a, b, floor: float = 0.0) -> float:
 
 def _chain_args(dtype):
     L, n, w = 4, 100, 128
-    ks = jax.random.split(jax.random.PRNGKey(0), 8)
+    ks = jax.random.split(jax.random.PRNGKey(0), 9)
     proj = (jax.random.normal(ks[0], (L, n, w)) + 0.5).astype(dtype)
     hmask = (jax.random.bernoulli(ks[1], 0.5, (L - 1, n, w)) * 2.0).astype(dtype)
     kernels = (jax.random.normal(ks[2], (L - 1, w, w)) / np.sqrt(w)).astype(dtype)
@@ -49,7 +49,8 @@ def _chain_args(dtype):
     bias = 0.1 * jax.random.normal(ks[4], (L, w))
     cots = (jax.random.normal(ks[5], (n, L * w)).astype(dtype), 0.1 * jax.random.normal(ks[6], (L, w)),
             0.1 * jax.random.normal(ks[7], (L, w)))
-    return (proj, hmask, kernels, scale, bias), cots
+    out_mask = (jax.random.bernoulli(ks[8], 0.5, (L, n, w)) * 2.0).astype(dtype)
+    return (proj, hmask, kernels, scale, bias), out_mask, cots
 
 
 def _ratios(got: dict, base: dict, ref: dict, floor: float, floors: dict | None = None) -> dict[str, float]:
@@ -62,17 +63,18 @@ def _ratios(got: dict, base: dict, ref: dict, floor: float, floors: dict | None 
 def check_kernels(dtype, one_kernel: bool = True) -> dict[str, float]:
     """The compiled programs' outputs against the XLA form's, both measured against the XLA form at
     "highest" precision; the backward passes all run at the reference forward's residuals."""
-    args, cots = _chain_args(dtype)
+    args, out_mask, cots = _chain_args(dtype)
     pallas_forward = functools.partial(fused_chain.pallas_forward, one_kernel=one_kernel)
     pallas_backward = functools.partial(fused_chain.pallas_backward, one_kernel=one_kernel)
     hmask, kernels, scale = args[1:4]
 
     def forward(fn):
-        out = jax.jit(lambda *a: fn(*a, 1e-5))(*args)  # a new trace for each call
-        return dict(zip(("hcat", "z", "mean", "var"), out, strict=True))
+        out = jax.jit(lambda *a: fn(*a, 1e-5, out_mask=out_mask))(*args)  # a new trace for each call
+        return dict(zip(("hcat", "z", "mean", "var", "hout"), out, strict=True))
 
     def backward(fn, fwd):
-        out = jax.jit(lambda *a: fn(*a, 1e-5))(fwd["hcat"], fwd["z"], hmask, kernels, scale, fwd["mean"], fwd["var"], *cots)
+        out = jax.jit(lambda *a: fn(*a, 1e-5, out_mask=out_mask))(
+            fwd["hcat"], fwd["z"], hmask, kernels, scale, fwd["mean"], fwd["var"], *cots)
         return dict(zip(("dz", "dscale", "dbias"), out, strict=True))
 
     with jax.default_matmul_precision("highest"):
@@ -92,17 +94,18 @@ def check_one_kernel_bitwise(dtype, calls: int = REPEATS) -> dict[str, float]:
     """Outputs of the kernel-a-pass form over ``calls`` calls (new inputs each time) that differ from the
     kernel-a-layer form's, which does the same arithmetic in the same order: the fraction of calls with
     any difference (0 wanted; reported against a limit of 0 by ``main``)."""
-    (proj0, hmask, kernels, scale, bias), cots = _chain_args(dtype)
+    (proj0, hmask, kernels, scale, bias), out_mask, cots = _chain_args(dtype)
 
     def both_passes(one_kernel: bool, proj, dh):
-        fwd = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, 1e-5, one_kernel=one_kernel)
-        hcat, z, mean, var = fwd
+        fwd = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, 1e-5, out_mask=out_mask,
+                                         one_kernel=one_kernel)
+        hcat, z, mean, var, _ = fwd
         bwd = fused_chain.pallas_backward(hcat, z, hmask, kernels, scale, mean, var, dh, *cots[1:], 1e-5,
-                                          one_kernel=one_kernel)
+                                          out_mask=out_mask, one_kernel=one_kernel)
         return fwd + bwd
 
     one, per_layer = (jax.jit(functools.partial(both_passes, flag)) for flag in (True, False))
-    names = ("hcat", "z", "mean", "var", "dz", "dscale", "dbias")
+    names = ("hcat", "z", "mean", "var", "hout", "dz", "dscale", "dbias")
     differing = dict.fromkeys(names, 0)
     for i in range(calls):
         shift = jnp.asarray(0.01 * i, proj0.dtype)

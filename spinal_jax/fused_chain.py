@@ -11,10 +11,12 @@ BatchNorm is per column, so a layer is one program per ``COLUMNS`` columns, each
 batch: the statistics are exact two-pass sums in registers. A layer needs all columns of the layer before
 it, so each pass is one kernel a layer, or, with ``ONE_KERNEL_A_PASS`` on, one kernel whose programs wait
 for each other between layers (a barrier on an atomic counter in global memory). The kernels' gradients
-and everything off the chain stay with XLA (batched GEMMs over the layers). Elsewhere (CPU, other GPUs)
-the same function runs as XLA ops; the tests run the kernels in interpret mode against them.
-``experiments/results/PERF_NOTES.md`` (rounds 6 and 19) has the measurements, including a first version
-that ran the whole chain as one program on one SM (slower than XLA).
+and everything off the chain stay with XLA (batched GEMMs over the layers). Given the output Dense's
+dropout mask, the kernels also write the masked hidden outputs and the backward applies the mask to their
+gradient, so that no elementwise kernel runs between the chain and the output Dense in either pass.
+Elsewhere (CPU, other GPUs) the same function runs as XLA ops; the tests run the kernels in interpret mode
+against them. ``experiments/results/PERF_NOTES.md`` (rounds 6, 19 and 20) has the measurements, including
+a first version that ran the whole chain as one program on one SM (slower than XLA).
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ def _normalized(z: Array, rows: int, epsilon: float) -> tuple[Array, Array, Arra
 
 
 def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                epsilon: float) -> tuple[Array, Array, Array, Array]:
-    """``(hcat (n, L*w), z (L, n, w), mean (L, w), var (L, w))``: the chain as XLA ops."""
+                epsilon: float, *, out_mask: Array | None = None) -> tuple[Array, ...]:
+    """``(hcat (n, L*w), z (L, n, w), mean (L, w), var (L, w))``: the chain as XLA ops; with ``out_mask``
+    (L, n, w) also ``hcat`` times it (the output Dense's dropout), ``(n, L*w)``, last."""
     L, n, _ = proj.shape
     dtype, acc = proj.dtype, stats_dtype(proj.dtype)
     hs, zs, means, variances = [], [], [], []
@@ -91,7 +94,10 @@ def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, 
         zs.append(z)
         means.append(mean)
         variances.append(var)
-    return jnp.concatenate(hs, axis=1), jnp.stack(zs), jnp.stack(means), jnp.stack(variances)
+    out = (jnp.concatenate(hs, axis=1), jnp.stack(zs), jnp.stack(means), jnp.stack(variances))
+    if out_mask is None:
+        return out
+    return (*out, jnp.concatenate([h * out_mask[k] for k, h in enumerate(hs)], axis=1))
 
 
 def _bn_backward(g: Array, centred: Array, inv: Array, scale: Array, dmean: Array, dvar: Array,
@@ -105,14 +111,17 @@ def _bn_backward(g: Array, centred: Array, inv: Array, scale: Array, dmean: Arra
 
 def xla_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
                  mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
-                 epsilon: float) -> tuple[Array, Array, Array]:
-    """``(dz (L, n, w), dscale (L, w), dbias (L, w))``: the chain's backward as XLA ops."""
+                 epsilon: float, *, out_mask: Array | None = None) -> tuple[Array, Array, Array]:
+    """``(dz (L, n, w), dscale (L, w), dbias (L, w))``: the chain's backward as XLA ops (``dhcat``: the
+    gradient of the hidden outputs, or of their product with ``out_mask`` when given)."""
     L, n, w = z.shape
     acc = stats_dtype(z.dtype)
     dzs, dscales, dbiases = [None] * L, [None] * L, [None] * L
     carry = None
     for k in reversed(range(L)):
         g = dhcat[:, k * w:(k + 1) * w].astype(acc)
+        if out_mask is not None:
+            g = g * out_mask[k].astype(acc)
         if carry is not None:
             g = g + carry
         g = jnp.where(hcat[:, k * w:(k + 1) * w] > 0, g, 0.0)
@@ -209,8 +218,8 @@ def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one
 
 
 def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                   epsilon: float, *, interpret: bool = False,
-                   one_kernel: bool | None = None) -> tuple[Array, Array, Array, Array]:
+                   epsilon: float, *, out_mask: Array | None = None, interpret: bool = False,
+                   one_kernel: bool | None = None) -> tuple[Array, ...]:
     """``xla_forward`` as Pallas programs (``interpret=True`` runs them on any backend, for tests); one
     kernel for the pass, or one a layer (``one_kernel``; default ``ONE_KERNEL_A_PASS``)."""
     from jax.experimental import pallas as pl
@@ -225,13 +234,13 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
         jax.ShapeDtypeStruct((L, n, w), dtype),
         jax.ShapeDtypeStruct((L, w), _F32),
         jax.ShapeDtypeStruct((L, w), _F32),
-    )
+    ) + (() if out_mask is None else (jax.ShapeDtypeStruct((n, L * w), dtype),))
 
     def layer(k: int, cb: int, in_refs, out_refs) -> None:
         proj_ref, *in_refs = in_refs
         mask_ref = in_refs.pop(0) if masked else None
-        kern_ref, scale_ref, bias_ref = in_refs
-        hcat_ref, z_ref, mean_ref, var_ref = out_refs
+        kern_ref, scale_ref, bias_ref, *out_mask_ref = in_refs
+        hcat_ref, z_ref, mean_ref, var_ref, *hout_ref = out_refs
         first = pl.program_id(0) * cb
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
@@ -251,18 +260,22 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
         gain = jax.lax.rsqrt(var + epsilon) * scale_ref.at[_index(k), cols][...].astype(_F32)
         y = centred * gain[None, :] + bias_ref.at[_index(k), cols][...].astype(_F32)[None, :]
         h = jnp.where(inside, jnp.maximum(y, 0.0), 0.0).astype(dtype)
-        plgpu.store(hcat_ref.at[rows, pl.ds(k * w + first, cb)], h, mask=inside)
+        in_hcat = (rows, pl.ds(k * w + first, cb))
+        plgpu.store(hcat_ref.at[in_hcat], h, mask=inside)
+        if hout_ref:
+            keep = plgpu.load(out_mask_ref[0].at[_index(k), rows, cols], mask=inside, other=0)
+            plgpu.store(hout_ref[0].at[in_hcat], h * keep, mask=inside)
         mean_ref.at[_index(k), cols][...] = mean
         var_ref.at[_index(k), cols][...] = var
 
-    fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias]
+    fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias] + ([] if out_mask is None else [out_mask])
     one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
     return _pass(layer, range(L), fixed, outputs, w, one, interpret)
 
 
 def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
                     mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
-                    epsilon: float, *, interpret: bool = False,
+                    epsilon: float, *, out_mask: Array | None = None, interpret: bool = False,
                     one_kernel: bool | None = None) -> tuple[Array, Array, Array]:
     """``xla_backward`` as Pallas programs (``interpret`` and ``one_kernel`` as for ``pallas_forward``)."""
     from jax.experimental import pallas as pl
@@ -280,13 +293,15 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
     def layer(k: int, cb: int, in_refs, out_refs) -> None:
         h_ref, z_ref, *in_refs = in_refs
         mask_ref = in_refs.pop(0) if masked else None
-        kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref = in_refs
+        kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref, *out_mask_ref = in_refs
         dz_ref, dscale_ref, dbias_ref = out_refs
         first = pl.program_id(0) * cb
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
         in_hcat = (rows, pl.ds(k * w + first, cb))
         g = plgpu.load(dh_ref.at[in_hcat], mask=inside, other=0).astype(_F32)
+        if out_mask_ref:
+            g = g * plgpu.load(out_mask_ref[0].at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
         if k < L - 1:  # the gradient from layer k + 1 through its input h_k
             whole = _rows_inside(block, n, w)
             dz_next = plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole, other=0)
@@ -313,6 +328,7 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
         dbias_ref.at[_index(k), cols][...] = sum_g
 
     fixed = [hcat, z] + ([hmask] if masked else []) + [kernels, scale, mean, var, dhcat, dmean, dvar]
+    fixed += [] if out_mask is None else [out_mask]
     one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
     return _pass(layer, range(L - 1, -1, -1), fixed, outputs, w, one, interpret)
 
@@ -320,51 +336,65 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
 # --- the differentiable function --------------------------------------------------------------------
 
 
-def _on_platform(pallas_fn, xla_fn, args: tuple, epsilon: float):
+def _on_platform(pallas_fn, xla_fn, args: tuple, out_mask: Array | None, epsilon: float):
     """``pallas_fn`` on CUDA GPUs, ``xla_fn`` elsewhere (chosen when lowering)."""
-    return jax.lax.platform_dependent(
-        *args, cuda=lambda *a: pallas_fn(*a, epsilon), default=lambda *a: xla_fn(*a, epsilon)
-    )
+
+    def run(fn):
+        return lambda *a: fn(*a[:-1], epsilon, out_mask=a[-1])
+
+    return jax.lax.platform_dependent(*args, out_mask, cuda=run(pallas_fn), default=run(xla_fn))
 
 
-def _forward(proj, hmask, kernels, scale, bias, epsilon):
-    return _on_platform(pallas_forward, xla_forward, (proj, hmask, kernels, scale, bias), epsilon)
+def _forward(proj, hmask, out_mask, kernels, scale, bias, epsilon):
+    return _on_platform(pallas_forward, xla_forward, (proj, hmask, kernels, scale, bias), out_mask, epsilon)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def fused_chain(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                epsilon: float) -> tuple[Array, Array, Array]:
+                epsilon: float, out_mask: Array | None = None) -> tuple[Array, Array, Array]:
     """The chain's hidden outputs ``hcat`` (n, L*w) in layer order, batch means and biased variances (L, w).
 
     ``proj`` (L, n, w): each layer's input-segment product plus bias, in the compute dtype; ``hmask``
     (L-1, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-2}``; ``kernels`` (L-1, w, w): the
-    ``h``-rows of layers 1..L-1's kernels, in the compute dtype; ``scale``, ``bias`` (L, w): BatchNorm's.
+    ``h``-rows of layers 1..L-1's kernels, in the compute dtype; ``scale``, ``bias`` (L, w): BatchNorm's;
+    ``out_mask`` (L, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-1}`` for the output Dense,
+    applied to the returned ``hcat`` inside the kernels (one elementwise kernel fewer in each pass).
     On one CUDA GPU (shapes: see ``applies``) each layer's forward and backward are a Pallas kernel;
     elsewhere XLA ops.
     """
-    hcat, _, mean, var = _forward(proj, hmask, kernels, scale, bias, epsilon)
-    return hcat, mean, var
+    return _chain(proj, hmask, out_mask, kernels, scale, bias, epsilon)
 
 
-def _fused_chain_fwd(proj, hmask, kernels, scale, bias, epsilon):
-    hcat, z, mean, var = _forward(proj, hmask, kernels, scale, bias, epsilon)
-    return (hcat, mean, var), (hcat, z, hmask, kernels, scale, bias, mean, var)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _chain(proj, hmask, out_mask, kernels, scale, bias, epsilon):
+    return _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, epsilon)[0]
 
 
-def _fused_chain_bwd(epsilon, res, cotangents):
-    hcat, z, hmask, kernels, scale, bias, mean, var = res
-    dhcat, dmean, dvar = cotangents
-    args = (hcat, z, hmask, kernels, scale, mean, var, dhcat.astype(hcat.dtype), dmean, dvar)
-    dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, epsilon)
+def _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, epsilon):
+    hcat, z, mean, var, *hout = _forward(proj, hmask, out_mask, kernels, scale, bias, epsilon)
+    return (hout[0] if hout else hcat, mean, var), (hcat, z, hmask, out_mask, kernels, scale, bias, mean, var)
+
+
+def _chain_bwd(epsilon, res, cotangents):
+    hcat, z, hmask, out_mask, kernels, scale, bias, mean, var = res
+    dhout, dmean, dvar = cotangents
+    args = (hcat, z, hmask, kernels, scale, mean, var, dhout.astype(hcat.dtype), dmean, dvar)
+    dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, out_mask, epsilon)
     L, n, w = z.shape
-    h_in = hcat[:, : (L - 1) * w].reshape(n, L - 1, w).transpose(1, 0, 2)  # h_0 .. h_{L-2}
+
+    def by_layer(a: Array) -> Array:  # (n, L*w) -> (L, n, w)
+        return a.reshape(n, L, w).transpose(1, 0, 2)
+
+    h_in = by_layer(hcat)[: L - 1]  # h_0 .. h_{L-2}
     h_read = h_in if hmask is None else h_in * hmask
     acc = stats_dtype(z.dtype)
     dkernels = jnp.einsum("lnv,lnw->lvw", h_read, dz[1:], preferred_element_type=acc)
-    dhmask = None
-    if hmask is not None:  # unused in training (the masks come from random bits): XLA drops it
+    # The masks' gradients are unused in training (the masks come from random bits): XLA drops them.
+    dhmask = dout_mask = None
+    if hmask is not None:
         dhmask = (jnp.einsum("lnw,lvw->lnv", dz[1:], kernels, preferred_element_type=acc) * h_in).astype(hmask.dtype)
-    return dz, dhmask, dkernels.astype(kernels.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+    if out_mask is not None:
+        dout_mask = (by_layer(dhout) * by_layer(hcat)).astype(out_mask.dtype)
+    return dz, dhmask, dout_mask, dkernels.astype(kernels.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
 
 
-fused_chain.defvjp(_fused_chain_fwd, _fused_chain_bwd)
+_chain.defvjp(_chain_fwd, _chain_bwd)

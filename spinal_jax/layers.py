@@ -161,15 +161,20 @@ def _fused_hidden(
     x: Array,
     plan: SpinalPlan,
     masks: Array | None,
+    out_mask: Array | None,
     dtype: Any,
     epsilon: float,
     momentum: float,
     unbiased_running_var: bool,
-) -> tuple[Array, tuple[Array, Array], tuple[Array, Array]]:
-    """Train-mode hidden outputs ``(n, L*w)`` of a BatchNorm+ReLU chain by ``fused_chain``, and the
-    new running statistics of layer 0 and of layers 1..L-1 (stacked).
+) -> tuple[Array, tuple[Array, Array], tuple[Any, Any]]:
+    """Train-mode hidden outputs ``(n, L*w)`` of a BatchNorm+ReLU chain by ``fused_chain`` (times the output
+    dropout's ``out_mask`` (L, n, w) when given), and the new running statistics of layer 0 and of layers
+    1..L-1 (means, variances: stacked in the stacked parameter form, per-layer lists in the per-layer form).
 
-    The input-segment products of all layers are one batched matmul (off the sequential path)."""
+    The input-segment products of all layers are one batched matmul (off the sequential path). Each
+    layer's running statistics are updated from its own stored ones, not stacked and sliced back: on a
+    GPU, XLA copied each slice of such a stack into the training loop's carry (8 copies a step for
+    the VGG-5 head, PERF_NOTES.md round 20)."""
     L, s, n = plan.num_layers, plan.segment_size, x.shape[0]
     kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, True)
     kern, bias, bn = _rest_layers(params, batch_stats, plan, True)
@@ -180,14 +185,18 @@ def _fused_hidden(
         segs = segs * masks[:, :, :s]
     biases = jnp.concatenate([bias0[None], bias]).astype(dtype)
     proj = jnp.einsum("lns,lsw->lnw", segs, _kernel_operand(seg_kernels)) + biases[:, None, :]
-    first_and_rest = [jnp.concatenate([a0[None], a]) for a0, a in zip(bn0, bn, strict=True)]
-    scale, bn_bias, running_mean, running_var = first_and_rest
+    scale, bn_bias = (jnp.concatenate([a0[None], a]) for a0, a in zip(bn0[:2], bn[:2], strict=True))
     hmask = None if masks is None else masks[1:, :, s:]
-    hcat, mean, var = fused_chain.fused_chain(proj, hmask, kern[:, s:], scale, bn_bias, epsilon)
-    new_mean, new_var = updated_running_stats(
-        running_mean, running_var, mean, var, n, momentum, unbiased_running_var
-    )
-    return hcat, (new_mean[0], new_var[0]), (new_mean[1:], new_var[1:])
+    hcat, mean, var = fused_chain.fused_chain(proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask)
+
+    def update(running: tuple[Array, Array], rows: Any) -> tuple[Array, Array]:
+        return updated_running_stats(*running, mean[rows], var[rows], n, momentum, unbiased_running_var)
+
+    new0 = update(bn0[2:], 0)
+    if "bn_stack" in batch_stats:
+        return hcat, new0, update(bn[2:], slice(1, L))
+    rest = [update(_bn_tuple(params, batch_stats, f"bn_{k}")[2:], k) for k in range(1, L)]
+    return hcat, new0, ([m for m, _ in rest], [v for _, v in rest])
 
 
 def spinal_forward(
@@ -265,10 +274,8 @@ def spinal_forward(
     ):
         # The sequential part as one kernel a pass on one GPU (spinal_jax.fused_chain).
         hcat, new0, news = _fused_hidden(
-            params, batch_stats, x, plan, masks, dtype, bn_epsilon, bn_momentum, unbiased_running_var
+            params, batch_stats, x, plan, masks, out_mask, dtype, bn_epsilon, bn_momentum, unbiased_running_var
         )
-        if out_mask is not None:
-            hcat = hcat * jnp.transpose(out_mask, (1, 0, 2)).reshape(n, L * w)
     elif L - 1 <= SCAN_UNROLL_MAX:
         # Written out: only h @ kernel[s:] is sequential.
         h0, new0 = first_layer()
@@ -284,7 +291,9 @@ def spinal_forward(
             hs_list = [hk * out_mask[k] for k, hk in enumerate(hs_list)]
         hcat = jnp.concatenate(hs_list, axis=1) if L > 1 else h0  # (n, L*w), layer order
         if batch_norm and train and L > 1:
-            news = tuple(jnp.stack([nw[i] for nw in news_list]) for i in range(2))
+            news = tuple([nw[i] for nw in news_list] for i in range(2))
+            if stacked:
+                news = tuple(jnp.stack(leaves) for leaves in news)
     else:
         h0, new0 = first_layer()
         kern, bias, bn = _rest_layers(params, batch_stats, plan, batch_norm)

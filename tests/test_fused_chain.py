@@ -24,6 +24,11 @@ def _chain_inputs(key, L, n, w, dtype, masked=True):
     return proj, hmask, kernels, scale, bias
 
 
+def _out_mask(key, L, n, w, dtype):
+    """Dropout multipliers (0 or 2) on the hidden outputs, for the output Dense."""
+    return (jax.random.bernoulli(key, 0.5, (L, n, w)) * 2.0).astype(dtype)
+
+
 def _cotangents(key, L, n, w, dtype):
     ks = jax.random.split(key, 3)
     return (jax.random.normal(ks[0], (n, L * w)).astype(dtype),
@@ -37,24 +42,29 @@ def _vjp(fn, args, cots):
 
 @pytest.mark.parametrize("one_kernel", [True, False])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize(("L", "n", "w", "masked"), [(4, 100, 128, True), (3, 37, 32, False), (2, 16, 16, True)])
-def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, dtype, one_kernel):
-    """Forward outputs (hidden outputs, pre-activations, statistics) and the backward's outputs of the
-    Pallas programs (a kernel a pass, or a kernel a layer with one program per ``COLUMNS`` columns) equal
-    the XLA form's, the rows past ``n`` (to the block's power of two) masked out."""
+@pytest.mark.parametrize(("L", "n", "w", "masked", "out_masked"),
+                         [(4, 100, 128, True, True), (3, 37, 32, False, True), (2, 16, 16, True, False)])
+def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, one_kernel):
+    """Forward outputs (hidden outputs, pre-activations, statistics, with ``out_mask`` the masked hidden
+    outputs) and the backward's outputs of the Pallas programs (a kernel a pass, or a kernel a layer with
+    one program per ``COLUMNS`` columns) equal the XLA form's, the rows past ``n`` (to the block's power of
+    two) masked out."""
     eps = 1e-5
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, dtype, masked)
-    want = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, eps)
-    got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, interpret=True, one_kernel=one_kernel)
+    out_mask = _out_mask(jax.random.PRNGKey(2), L, n, w, dtype) if out_masked else None
+    want = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask)
+    got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask, interpret=True,
+                                     one_kernel=one_kernel)
+    assert len(got) == (5 if out_masked else 4)
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol)
-    hcat, z, mean, var = want
+    hcat, z, mean, var = want[:4]
     dh, dmean, dvar = _cotangents(jax.random.PRNGKey(1), L, n, w, dtype)
     args = (hcat, z, hmask, kernels, scale, mean, var, dh, dmean, dvar, eps)
-    want = fused_chain.xla_backward(*args)
-    got = fused_chain.pallas_backward(*args, interpret=True, one_kernel=one_kernel)
+    want = fused_chain.xla_backward(*args, out_mask=out_mask)
+    got = fused_chain.pallas_backward(*args, out_mask=out_mask, interpret=True, one_kernel=one_kernel)
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         scale_ = float(np.max(np.abs(np.asarray(b, np.float32)))) + 1.0
@@ -64,18 +74,20 @@ def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, dtype, one_kernel):
 @pytest.mark.parametrize("masked", [True, False])
 def test_custom_gradient_equals_autodiff_float64(masked):
     """In float64 (the XLA form) the hand-written VJP and autodiff of the forward agree to 1e-10 for
-    every input, cotangents on all three outputs."""
+    every input (the dropout masks included), cotangents on all three outputs."""
     L, n, w = 3, 12, 8
     with jax.enable_x64(True):
-        args = tuple(None if a is None else a.astype(jnp.float64)
-                     for a in _chain_inputs(jax.random.PRNGKey(2), L, n, w, jnp.float64, masked))
+        args = _chain_inputs(jax.random.PRNGKey(2), L, n, w, jnp.float64, masked)
+        args += (_out_mask(jax.random.PRNGKey(4), L, n, w, jnp.float64) if masked else None,)
+        args = tuple(None if a is None else a.astype(jnp.float64) for a in args)
         cots = tuple(c.astype(jnp.float64) for c in _cotangents(jax.random.PRNGKey(3), L, n, w, jnp.float64))
 
-        def unfused(proj, hmask, kernels, scale, bias):
-            hcat, _, mean, var = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, 1e-5)
-            return hcat, mean, var
+        def unfused(proj, hmask, kernels, scale, bias, out_mask):
+            hcat, _, mean, var, *hout = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, 1e-5,
+                                                                out_mask=out_mask)
+            return (hout[0] if hout else hcat), mean, var
 
-        out, custom = _vjp(lambda *a: fused_chain.fused_chain(*a, 1e-5), args, cots)
+        out, custom = _vjp(lambda *a: fused_chain.fused_chain(*a[:5], 1e-5, a[5]), args, cots)
         ref_out, auto = _vjp(unfused, args, cots)
         for a, b in zip(out, ref_out, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -88,16 +100,17 @@ def test_custom_gradient_equals_autodiff_float64(masked):
 
 @pytest.mark.parametrize("one_kernel", [True, False])
 def test_kernels_lower_to_triton_for_cuda(monkeypatch, one_kernel):
-    """The forward and the gradient lower for CUDA from this CPU machine (the Pallas lowering, with the
-    barrier's atomics and wait loop; compiling the Triton IR needs the GPU): each pass one Triton call,
-    or one a layer."""
+    """The forward and the gradient (both dropout masks on) lower for CUDA from this CPU machine (the Pallas
+    lowering, with the barrier's atomics and wait loop; compiling the Triton IR needs the GPU): each pass
+    one Triton call, or one a layer."""
     monkeypatch.setattr(fused_chain, "ONE_KERNEL_A_PASS", one_kernel)
     L, n, w = 4, 100, 128
     calls = 1 if one_kernel else L
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, jnp.bfloat16)
+    out_mask = _out_mask(jax.random.PRNGKey(1), L, n, w, jnp.bfloat16)
 
     def loss(proj, kernels, scale, bias):
-        hcat, mean, var = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5)
+        hcat, mean, var = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5, out_mask)
         return jnp.sum(hcat.astype(jnp.float32) ** 2) + jnp.sum(mean) + jnp.sum(var)
 
     forward = jax.jit(loss).trace(proj, kernels, scale, bias).lower(lowering_platforms=("cuda",)).as_text()

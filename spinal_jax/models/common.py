@@ -183,11 +183,26 @@ def image_patches(x: jax.Array, k: int, stride: int = 1, padding: int = 0) -> ja
     return jnp.concatenate(taps, axis=-1)
 
 
+#: ``conv_as_matmul`` pads its patch matrix with zero rows to a multiple of this many rows (1 = never).
+#: The weight gradient's matmul sums over these rows; on a GPU, XLA splits that sum (split-K) only over
+#: a row count it can divide evenly, so for the VGG-5's 3x3 maps (900 rows at batch 100) it built a
+#: padded copy of each patch matrix beside the unpadded one (PERF_NOTES.md, round 20).
+MATMUL_ROWS_MULTIPLE = 32
+
+
 def conv_as_matmul(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
     """NHWC ``x`` convolved with the HWIO ``kernel`` (square, symmetric zero ``padding``) as im2col +
-    one matmul: ``image_patches`` times the kernel reshaped to ``(k*k*Cin, Cout)``."""
-    k, cin = kernel.shape[0], kernel.shape[2]
-    return jnp.dot(image_patches(x, k, stride, padding), kernel.reshape(k * k * cin, kernel.shape[3]))
+    one matmul: ``image_patches`` times the kernel reshaped to ``(k*k*Cin, Cout)``, the patch rows
+    padded with zeros to a multiple of ``MATMUL_ROWS_MULTIPLE`` (their outputs dropped)."""
+    k, cout = kernel.shape[0], kernel.shape[3]
+    patches = image_patches(x, k, stride, padding)
+    n, ho, wo, columns = patches.shape
+    rows = n * ho * wo
+    extra = -rows % MATMUL_ROWS_MULTIPLE
+    if not extra:
+        return jnp.dot(patches, kernel.reshape(columns, cout))
+    padded = jnp.pad(patches.reshape(rows, columns), ((0, extra), (0, 0)))
+    return jnp.dot(padded, kernel.reshape(columns, cout))[:rows].reshape(n, ho, wo, cout)
 
 
 def torch_conv(
@@ -339,6 +354,7 @@ def mnist_vgg_conv_init(out_channels: int, kernel: int = 3) -> nn.initializers.I
 __all__ = [
     "HEADS",
     "MATMUL_CONV_MAX_PIXELS",
+    "MATMUL_ROWS_MULTIPLE",
     "PATCH_CONV_MAX_CHANNELS",
     "PatchConv",
     "TorchConv",
