@@ -40,9 +40,9 @@ loop instead of all the chunk's batches before it (``steps.PREPARED_INPUTS_MAX_B
 kernel gradient as a batched product per image, summed, instead of one GEMM over all the batch's pixels;
 ``nodropout`` makes every ``nn.Dropout`` the identity (what dropout and its random bits cost; not a
 training setting); ``unrollN`` traces every ``lax.scan`` with ``unroll=N`` (``unroll2``: two training steps a loop
-iteration); ``matmulrowsN`` pads the im2col convolutions' patch rows to a multiple of N (``common.MATMUL_ROWS_MULTIPLE``;
-``matmulrows1``: unpadded, as before round 20); ``xlaoutmask`` multiplies the fused chain's outputs by the output
-dropout's mask in XLA instead of inside its kernels (as before round 20); ``noconvfusion`` compiles without ``steps.GPU_COMPILER_OPTIONS`` (no cuDNN fused
+iteration); ``matmulrowsN`` pads the im2col convolutions' patch rows to a multiple of N (``common.MATMUL_ROWS_MULTIPLE``,
+1 by default; ``matmulrows32``: one padded matrix for both matmuls); ``foldoutmask`` applies the output dropout's mask inside the
+fused chain's kernels (``fused_chain.FOLD_OUT_MASK``) instead of in XLA after it; ``noconvfusion`` compiles without ``steps.GPU_COMPILER_OPTIONS`` (no cuDNN fused
 convolution graphs). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
@@ -168,16 +168,6 @@ def _tree_chunk(state, images, labels, indices, *, loss, transform, batch_shardi
 
 
 _LIBRARY_CONV_AS_MATMUL = common.conv_as_matmul
-_LIBRARY_FUSED_HIDDEN = layers._fused_hidden
-
-
-def _fused_hidden_xla_out_mask(params, batch_stats, x, plan, masks, out_mask, *rest):
-    """The library's fused chain with the output dropout's mask applied by XLA after it (before round 20)."""
-    hcat, new0, news = _LIBRARY_FUSED_HIDDEN(params, batch_stats, x, plan, masks, None, *rest)
-    if out_mask is not None:
-        L, n, w = out_mask.shape
-        hcat = hcat * jnp.transpose(out_mask, (1, 0, 2)).reshape(n, L * w)
-    return hcat, new0, news
 _LAX_SCAN = jax.lax.scan
 _LIBRARY_TORCH_CONV = common.TorchConv
 
@@ -269,7 +259,7 @@ _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
               "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
               "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel",
-              "matmulrowsN", "xlaoutmask")
+              "matmulrowsN", "foldoutmask")
 
 
 @contextlib.contextmanager
@@ -282,7 +272,7 @@ def variant(name: str) -> Iterator[None]:
              fused_chain.ONE_KERNEL_A_PASS,
              normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
              steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
-             common.MATMUL_ROWS_MULTIPLE, layers._fused_hidden)
+             common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"(unroll|matmulrows)\d+", p)]
     if unknown:
@@ -333,8 +323,8 @@ def variant(name: str) -> Iterator[None]:
         nn.Dropout.__call__ = lambda self, inputs, deterministic=None, rng=None: inputs
     if old:
         common.MATMUL_ROWS_MULTIPLE = 1
-    if old or "xlaoutmask" in parts:
-        layers._fused_hidden = _fused_hidden_xla_out_mask
+    if "foldoutmask" in parts:
+        fused_chain.FOLD_OUT_MASK = True
     for part in parts:
         if re.fullmatch(r"unroll\d+", part):
             jax.lax.scan = functools.partial(_LAX_SCAN, unroll=int(part[6:]))
@@ -360,7 +350,7 @@ def variant(name: str) -> Iterator[None]:
          fused_chain.ONE_KERNEL_A_PASS,
          normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
          steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
-         common.MATMUL_ROWS_MULTIPLE, layers._fused_hidden) = saved
+         common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK) = saved
         layers.batch_norm_train = normalization.batch_norm_train
         common.TorchConv = _LIBRARY_TORCH_CONV
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import glob
 import os
+import re
 
 
 def kernel_table(trace_dir: str, steps: int, top: int = 25) -> dict:
@@ -40,3 +41,25 @@ def kernel_table(trace_dir: str, steps: int, top: int = 25) -> dict:
                 calls, us = table.get(name, [0.0, 0.0])
                 table[name] = [calls + count[name] / steps, us + ns / steps / 1e3]
     return table
+
+
+def hlo_scopes(hlo_text: str) -> dict[str, str]:
+    """``{kernel name: JAX name scope}`` from a post-optimisation HLO dump (``--xla_dump_to``,
+    ``*after_optimizations.txt``): XLA names each fusion's kernel after the instruction (``.`` → ``_``),
+    and the instruction's ``op_name`` metadata is the JAX scope it came from (e.g.
+    ``jvp(VGG5)/spinal/...``; the loop's ``jit(...)/while/body/eval_jaxpr/`` prefix dropped). Library
+    kernels (cuDNN, cuBLAS), Pallas kernels and copies are not named after instructions and are absent."""
+    scopes = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = .*?op_name=\"([^\"]*)\"", line)
+        if m:
+            scope = re.sub(r"^.*?/while/body/(eval_jaxpr/)?", "", m.group(2))
+            scopes[re.sub(r"[.\-]", "_", m.group(1))] = scope
+    return scopes
+
+
+def time_by_scope(kernels: dict, scopes: dict[str, str], pattern: str) -> tuple[float, float, dict]:
+    """Calls and microseconds a step of the kernels whose scope matches ``pattern`` (a regex), and those
+    kernels (``kernels``: ``kernel_table``'s result)."""
+    picked = {k: v for k, v in kernels.items() if re.search(pattern, scopes.get(k, ""))}
+    return sum(c for c, _ in picked.values()), sum(us for _, us in picked.values()), picked

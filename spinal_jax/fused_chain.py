@@ -12,8 +12,9 @@ batch: the statistics are exact two-pass sums in registers. A layer needs all co
 it, so each pass is one kernel a layer, or, with ``ONE_KERNEL_A_PASS`` on, one kernel whose programs wait
 for each other between layers (a barrier on an atomic counter in global memory). The kernels' gradients
 and everything off the chain stay with XLA (batched GEMMs over the layers). Given the output Dense's
-dropout mask, the kernels also write the masked hidden outputs and the backward applies the mask to their
-gradient, so that no elementwise kernel runs between the chain and the output Dense in either pass.
+dropout mask, the kernels can also write the masked hidden outputs and apply the mask to their gradient,
+so that no elementwise kernel runs between the chain and the output Dense in either pass
+(``FOLD_OUT_MASK``).
 Elsewhere (CPU, other GPUs) the same function runs as XLA ops; the tests run the kernels in interpret mode
 against them. ``experiments/results/PERF_NOTES.md`` (rounds 6, 19 and 20) has the measurements, including
 a first version that ran the whole chain as one program on one SM (slower than XLA).
@@ -39,6 +40,10 @@ _NUM_WARPS = 4
 #: each pass (forward, backward) as one kernel whose programs wait for each other between layers, instead
 #: of one kernel a layer. Off: on an H100 it made the VGG-5 epoch slower (PERF_NOTES.md, round 19).
 ONE_KERNEL_A_PASS = False
+#: ``SpinalDense`` hands the output Dense's dropout mask to ``fused_chain`` (``out_mask``), which applies it
+#: inside its kernels, instead of multiplying the chain's outputs by it in XLA. Off until measured on a GPU
+#: (made in round 20, when no GPU machine could be had; PERF_NOTES.md).
+FOLD_OUT_MASK = False
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -357,7 +362,7 @@ def fused_chain(proj: Array, hmask: Array | None, kernels: Array, scale: Array, 
     (L-1, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-2}``; ``kernels`` (L-1, w, w): the
     ``h``-rows of layers 1..L-1's kernels, in the compute dtype; ``scale``, ``bias`` (L, w): BatchNorm's;
     ``out_mask`` (L, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-1}`` for the output Dense,
-    applied to the returned ``hcat`` inside the kernels (one elementwise kernel fewer in each pass).
+    applied to the returned ``hcat`` inside the kernels (``SpinalDense`` passes it when ``FOLD_OUT_MASK``).
     On one CUDA GPU (shapes: see ``applies``) each layer's forward and backward are a Pallas kernel;
     elsewhere XLA ops.
     """

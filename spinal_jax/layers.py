@@ -168,7 +168,7 @@ def _fused_hidden(
     unbiased_running_var: bool,
 ) -> tuple[Array, tuple[Array, Array], tuple[Any, Any]]:
     """Train-mode hidden outputs ``(n, L*w)`` of a BatchNorm+ReLU chain by ``fused_chain`` (times the output
-    dropout's ``out_mask`` (L, n, w) when given), and the new running statistics of layer 0 and of layers
+    dropout's ``out_mask`` (L, n, w) when given: inside the kernels with ``fused_chain.FOLD_OUT_MASK``), and the new running statistics of layer 0 and of layers
     1..L-1 (means, variances: stacked in the stacked parameter form, per-layer lists in the per-layer form).
 
     The input-segment products of all layers are one batched matmul (off the sequential path). Each
@@ -187,7 +187,12 @@ def _fused_hidden(
     proj = jnp.einsum("lns,lsw->lnw", segs, _kernel_operand(seg_kernels)) + biases[:, None, :]
     scale, bn_bias = (jnp.concatenate([a0[None], a]) for a0, a in zip(bn0[:2], bn[:2], strict=True))
     hmask = None if masks is None else masks[1:, :, s:]
-    hcat, mean, var = fused_chain.fused_chain(proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask)
+    fold = fused_chain.FOLD_OUT_MASK
+    hcat, mean, var = fused_chain.fused_chain(
+        proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask if fold else None
+    )
+    if out_mask is not None and not fold:
+        hcat = hcat * jnp.transpose(out_mask, (1, 0, 2)).reshape(n, L * plan.layer_width)
 
     def update(running: tuple[Array, Array], rows: Any) -> tuple[Array, Array]:
         return updated_running_stats(*running, mean[rows], var[rows], n, momentum, unbiased_running_var)

@@ -148,13 +148,18 @@ def test_adaptive_avg_pool_matches_pytorch_bins():
     np.testing.assert_allclose(np.asarray(y), want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("rows_multiple", [1, 32])
 @pytest.mark.parametrize(("cin", "k", "stride", "padding", "size"), [(1, 3, 1, 1, 28), (3, 5, 2, 2, 9), (8, 3, 1, 1, 3)])
-def test_conv_as_matmul_is_nn_conv(cin, k, stride, padding, size):
+def test_conv_as_matmul_is_nn_conv(monkeypatch, cin, k, stride, padding, size, rows_multiple):
     """PatchConv (im2col + one matmul) has nn.Conv's parameters, values and gradients (float64, so
-    that the two summation orders agree to round-off)."""
+    that the two summation orders agree to round-off), with its patch rows padded to a multiple of 32
+    (the last two cases: 100 and 36 rows) or not."""
     from flax import linen as nn
 
+    from spinal_jax.models import common
     from spinal_jax.models.common import PatchConv
+
+    monkeypatch.setattr(common, "MATMUL_ROWS_MULTIPLE", rows_multiple)
 
     with jax.enable_x64(True):
         x = jax.random.normal(jax.random.PRNGKey(0), (4, size, size, cin), jnp.float64)
