@@ -167,14 +167,15 @@ def _fused_hidden(
     momentum: float,
     unbiased_running_var: bool,
 ) -> tuple[Array, tuple[Array, Array], tuple[Any, Any]]:
-    """Train-mode hidden outputs ``(n, L*w)`` of a BatchNorm+ReLU chain by ``fused_chain`` (times the output
-    dropout's ``out_mask`` (L, n, w) when given: inside the kernels with ``fused_chain.FOLD_OUT_MASK``), and the new running statistics of layer 0 and of layers
-    1..L-1 (means, variances: stacked in the stacked parameter form, per-layer lists in the per-layer form).
+    """Train-mode hidden outputs ``(n, L*w)`` of a BatchNorm+ReLU chain by ``fused_chain``, times the output
+    dropout's ``out_mask`` (L, n, w) when given (inside the kernels with ``fused_chain.FOLD_OUT_MASK``), and
+    the new running statistics of layer 0 and of layers 1..L-1 (means, variances: stacked in the stacked
+    parameter form, per-layer lists in the per-layer form).
 
     The input-segment products of all layers are one batched matmul (off the sequential path). Each
     layer's running statistics are updated from its own stored ones, not stacked and sliced back: on a
     GPU, XLA copied each slice of such a stack into the training loop's carry (8 copies a step for
-    the VGG-5 head, PERF_NOTES.md round 20)."""
+    the VGG-5 head, PERF_NOTES.md rounds 13 and 20)."""
     L, s, n = plan.num_layers, plan.segment_size, x.shape[0]
     kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, True)
     kern, bias, bn = _rest_layers(params, batch_stats, plan, True)
