@@ -386,10 +386,10 @@ def _chain_bwd(epsilon, res, cotangents):
     dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, out_mask, epsilon)
     L, n, w = z.shape
 
-    def by_layer(a: Array) -> Array:  # (n, L*w) -> (L, n, w)
-        return a.reshape(n, L, w).transpose(1, 0, 2)
+    def by_layer(a: Array) -> Array:  # (n, k*w) -> (k, n, w)
+        return a.reshape(n, -1, w).transpose(1, 0, 2)
 
-    h_in = by_layer(hcat)[: L - 1]  # h_0 .. h_{L-2}
+    h_in = by_layer(hcat[:, : (L - 1) * w])  # h_0 .. h_{L-2}
     h_read = h_in if hmask is None else h_in * hmask
     acc = stats_dtype(z.dtype)
     dkernels = jnp.einsum("lnv,lnw->lvw", h_read, dz[1:], preferred_element_type=acc)
