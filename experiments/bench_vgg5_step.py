@@ -41,7 +41,7 @@ kernel gradient as a batched product per image, summed, instead of one GEMM over
 ``nodropout`` makes every ``nn.Dropout`` the identity (what dropout and its random bits cost; not a
 training setting); ``unrollN`` traces every ``lax.scan`` with ``unroll=N`` (``unroll2``: two training steps a loop
 iteration); ``matmulrowsN`` pads the im2col convolutions' patch rows to a multiple of N (``common.MATMUL_ROWS_MULTIPLE``,
-1 by default; ``matmulrows32``: one padded matrix for both matmuls); ``foldoutmask`` applies the output dropout's mask inside the
+32 by default: one padded matrix for both matmuls; ``matmulrows1``: no padding); ``foldoutmask`` applies the output dropout's mask inside the
 fused chain's kernels (``fused_chain.FOLD_OUT_MASK``) instead of in XLA after it; ``noconvfusion`` compiles without ``steps.GPU_COMPILER_OPTIONS`` (no cuDNN fused
 convolution graphs). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
