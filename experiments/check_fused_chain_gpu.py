@@ -1,5 +1,5 @@
-"""On the GPU: ``fused_chain``'s compiled Triton programs against its XLA form (a kernel a pass, and a
-kernel a layer; both dropout masks on), the kernel-a-pass form bitwise equal to the kernel-a-layer form
+"""On the GPU: ``fused_chain``'s compiled Triton programs against its XLA form (a kernel a pass, a kernel
+a layer, and a kernel a layer with the edge layers merged; both dropout masks on), the kernel-a-pass form bitwise equal to the kernel-a-layer form
 over many calls (its programs wait for each other between layers; a lost wait would read stale columns),
 and a SpinalDense V3 head's training step with the fused chain against its unfused chain (the VGG-5
 head's shapes: batch 100, 256 features, width 128, 4 layers, dropout 0.5; the library's
@@ -61,12 +61,13 @@ def _ratios(got: dict, base: dict, ref: dict, floor: float, floors: dict | None 
             / max(_max_rel(base[name], ref[name], floors.get(name, 0.0)), floor) for name in ref}
 
 
-def check_kernels(dtype, one_kernel: bool = True) -> dict[str, float]:
+def check_kernels(dtype, one_kernel: bool = True, merge_edge: bool = False) -> dict[str, float]:
     """The compiled programs' outputs against the XLA form's, both measured against the XLA form at
     "highest" precision; the backward passes all run at the reference forward's residuals."""
     args, out_mask, cots = _chain_args(dtype)
-    pallas_forward = functools.partial(fused_chain.pallas_forward, one_kernel=one_kernel)
-    pallas_backward = functools.partial(fused_chain.pallas_backward, one_kernel=one_kernel)
+    form = {"one_kernel": one_kernel, "merge_edge": merge_edge}
+    pallas_forward = functools.partial(fused_chain.pallas_forward, **form)
+    pallas_backward = functools.partial(fused_chain.pallas_backward, **form)
     hmask, kernels, scale = args[1:4]
 
     def forward(fn):
@@ -89,6 +90,11 @@ def check_kernels(dtype, one_kernel: bool = True) -> dict[str, float]:
 def check_kernels_per_layer(dtype) -> dict[str, float]:
     """``check_kernels`` for the kernel-a-layer form."""
     return check_kernels(dtype, one_kernel=False)
+
+
+def check_kernels_merged_edges(dtype) -> dict[str, float]:
+    """``check_kernels`` for the kernel-a-layer form with the edge layers merged (``MERGE_EDGE_LAYERS``)."""
+    return check_kernels(dtype, one_kernel=False, merge_edge=True)
 
 
 def check_one_kernel_bitwise(dtype, calls: int = REPEATS) -> dict[str, float]:
@@ -160,11 +166,13 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "error_floor": ERROR_FLOOR,
-              "ratio_limit": RATIO_LIMIT, "one_kernel_a_pass": fused_chain.ONE_KERNEL_A_PASS, "checks": {}}
+              "ratio_limit": RATIO_LIMIT, "one_kernel_a_pass": fused_chain.ONE_KERNEL_A_PASS,
+              "merge_edge_layers": fused_chain.MERGE_EDGE_LAYERS, "checks": {}}
     failed = []
     for dtype in (jnp.float32, jnp.bfloat16):
         name = jnp.dtype(dtype).name
-        for check in (check_kernels, check_kernels_per_layer, check_one_kernel_bitwise, check_head_step):
+        for check in (check_kernels, check_kernels_per_layer, check_kernels_merged_edges, check_one_kernel_bitwise,
+                      check_head_step):
             diffs = check(dtype)
             worst = max(diffs.values())
             limit = 0.0 if check is check_one_kernel_bitwise else RATIO_LIMIT

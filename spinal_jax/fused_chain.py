@@ -44,6 +44,11 @@ ONE_KERNEL_A_PASS = False
 #: inside its kernels, instead of multiplying the chain's outputs by it in XLA. Off until measured on a GPU
 #: (made in round 20, when no GPU machine could be had; PERF_NOTES.md).
 FOLD_OUT_MASK = False
+#: in the kernel-a-layer form, the two layers without a product (the forward's first, the backward's last)
+#: run inside the next layer's kernel: each program computes such a layer over all columns, stores its own
+#: ``COLUMNS`` of it and feeds the whole of it to the next layer's product from registers (two kernels a
+#: step fewer). Off until measured on a GPU (PERF_NOTES.md, round 21).
+MERGE_EDGE_LAYERS = False
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -154,6 +159,25 @@ def _rows_inside(block: int, rows: int, width: int) -> Array:
     return jnp.broadcast_to((jnp.arange(block) < rows)[:, None], (block, width))
 
 
+def _own_columns(first: int | Array, width: int, own: tuple[Array, int] | None) -> Array | None:
+    """Which of the columns ``first .. first + width - 1`` lie in ``own`` = (first column, count), or
+    ``None`` (all of them) without ``own``."""
+    if own is None:
+        return None
+    columns = first + jnp.arange(width)
+    return (columns >= own[0]) & (columns < own[0] + own[1])
+
+
+def _store_vector(ref, value: Array, own_columns: Array | None) -> None:
+    """``ref[...] = value``, only where ``own_columns`` (when given)."""
+    if own_columns is None:
+        ref[...] = value
+    else:
+        from jax.experimental.pallas import triton as plgpu
+
+        plgpu.store(ref, value, mask=own_columns)
+
+
 def _column_block(width: int, one_kernel: bool, interpret: bool) -> int:
     """Columns of one program. Interpret mode runs a grid's programs one after another, so a pass in one
     kernel (whose programs wait for each other) is one program there."""
@@ -177,10 +201,14 @@ def _wait_for_programs(counter_ref, target: int, programs: int) -> None:
 
 
 def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one_kernel: bool,
-          interpret: bool) -> tuple:
-    """Run ``layer_body(k, cb, in_refs, out_refs)`` for the layers in ``order``, one program per block of
-    ``cb`` columns: as one ``pallas_call`` a layer (the chain's outputs so far carried as aliased buffers), or
-    as one ``pallas_call`` whose programs wait for each other between layers (``_wait_for_programs``)."""
+          interpret: bool, merge_edge: bool = False) -> tuple:
+    """Run the layers in ``order``, one program per block of ``cb`` columns: as one ``pallas_call`` a layer
+    (the chain's outputs so far carried as aliased buffers; with ``merge_edge`` the first two layers in one),
+    or as one ``pallas_call`` whose programs wait for each other between layers (``_wait_for_programs``).
+
+    ``layer_body(k, first, count, in_refs, out_refs, prev, own)`` computes columns ``first .. first+count-1``
+    of layer ``k`` and returns them; ``prev``: the whole of the layer before it in ``order`` (``None``: read it
+    from the outputs); ``own``: (first column, count) to store, or ``None``: all it computed."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
@@ -206,16 +234,23 @@ def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one
             for i, k in enumerate(order):
                 if i:
                     _wait_for_programs(counter_ref, i * programs, programs)
-                layer_body(k, cb, refs[:nin], out_refs)
+                layer_body(k, pl.program_id(0) * cb, cb, refs[:nin], out_refs, None, None)
 
         counter = jax.ShapeDtypeStruct((1,), jnp.int32)
         *buffers, _ = call(kernel, [*fixed, jnp.zeros((1,), jnp.int32)], (*outputs, counter), {nin: nout})
         return tuple(buffers)
 
+    layers = list(order)
+    groups = [layers[:2], *[[k] for k in layers[2:]]] if merge_edge and len(layers) > 1 else [[k] for k in layers]
     buffers: tuple = ()
-    for k in order:
-        def kernel(*refs, k=k):
-            layer_body(k, cb, refs[:nin], refs[-nout:])  # the outputs (aliased to the carried buffers)
+    for group in groups:
+        def kernel(*refs, group=group):
+            in_refs, out_refs = refs[:nin], refs[-nout:]  # the outputs (aliased to the carried buffers)
+            first = pl.program_id(0) * cb
+            prev = None
+            if len(group) == 2:  # the edge layer over all columns, this program's stored
+                prev = layer_body(group[0], 0, width, in_refs, out_refs, None, (first, cb))
+            layer_body(group[-1], first, cb, in_refs, out_refs, prev, None)
 
         carried = len(buffers)
         buffers = call(kernel, fixed + list(buffers), outputs, {nin + i: i for i in range(carried)})
@@ -224,9 +259,10 @@ def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one
 
 def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
                    epsilon: float, *, out_mask: Array | None = None, interpret: bool = False,
-                   one_kernel: bool | None = None) -> tuple[Array, ...]:
+                   one_kernel: bool | None = None, merge_edge: bool | None = None) -> tuple[Array, ...]:
     """``xla_forward`` as Pallas programs (``interpret=True`` runs them on any backend, for tests); one
-    kernel for the pass, or one a layer (``one_kernel``; default ``ONE_KERNEL_A_PASS``)."""
+    kernel for the pass, or one a layer (``one_kernel``; default ``ONE_KERNEL_A_PASS``), the first layer
+    inside the second's kernel (``merge_edge``; default ``MERGE_EDGE_LAYERS``)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
@@ -241,23 +277,25 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
         jax.ShapeDtypeStruct((L, w), _F32),
     ) + (() if out_mask is None else (jax.ShapeDtypeStruct((n, L * w), dtype),))
 
-    def layer(k: int, cb: int, in_refs, out_refs) -> None:
+    def layer(k: int, first, cb: int, in_refs, out_refs, prev: Array | None, own) -> Array:
         proj_ref, *in_refs = in_refs
         mask_ref = in_refs.pop(0) if masked else None
         kern_ref, scale_ref, bias_ref, *out_mask_ref = in_refs
         hcat_ref, z_ref, mean_ref, var_ref, *hout_ref = out_refs
-        first = pl.program_id(0) * cb
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
+        own_cols = _own_columns(first, cb, own)
+        stored = inside if own_cols is None else inside & own_cols[None, :]
         z = plgpu.load(proj_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
         if k:
             whole = _rows_inside(block, n, w)
-            hm = plgpu.load(hcat_ref.at[rows, pl.ds((k - 1) * w, w)], mask=whole, other=0)
+            hm = prev if prev is not None else plgpu.load(hcat_ref.at[rows, pl.ds((k - 1) * w, w)], mask=whole,
+                                                          other=0)
             if masked:
                 hm = hm * plgpu.load(mask_ref.at[_index(k - 1), rows, :], mask=whole, other=0)
             z = z + jnp.dot(hm, kern_ref.at[_index(k - 1), :, cols][...], preferred_element_type=_F32)
         z = z.astype(dtype)
-        plgpu.store(z_ref.at[_index(k), rows, cols], z, mask=inside)
+        plgpu.store(z_ref.at[_index(k), rows, cols], z, mask=stored)
         zf = z.astype(_F32)  # 0 in the rows past n
         mean = jnp.sum(zf, axis=0) / n
         centred = jnp.where(inside, zf - mean[None, :], 0.0)
@@ -266,23 +304,26 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
         y = centred * gain[None, :] + bias_ref.at[_index(k), cols][...].astype(_F32)[None, :]
         h = jnp.where(inside, jnp.maximum(y, 0.0), 0.0).astype(dtype)
         in_hcat = (rows, pl.ds(k * w + first, cb))
-        plgpu.store(hcat_ref.at[in_hcat], h, mask=inside)
+        plgpu.store(hcat_ref.at[in_hcat], h, mask=stored)
         if hout_ref:
             keep = plgpu.load(out_mask_ref[0].at[_index(k), rows, cols], mask=inside, other=0)
-            plgpu.store(hout_ref[0].at[in_hcat], h * keep, mask=inside)
-        mean_ref.at[_index(k), cols][...] = mean
-        var_ref.at[_index(k), cols][...] = var
+            plgpu.store(hout_ref[0].at[in_hcat], h * keep, mask=stored)
+        _store_vector(mean_ref.at[_index(k), cols], mean, own_cols)
+        _store_vector(var_ref.at[_index(k), cols], var, own_cols)
+        return h
 
     fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias] + ([] if out_mask is None else [out_mask])
     one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
-    return _pass(layer, range(L), fixed, outputs, w, one, interpret)
+    merge = MERGE_EDGE_LAYERS if merge_edge is None else merge_edge
+    return _pass(layer, range(L), fixed, outputs, w, one, interpret, merge)
 
 
 def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
                     mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
                     epsilon: float, *, out_mask: Array | None = None, interpret: bool = False,
-                    one_kernel: bool | None = None) -> tuple[Array, Array, Array]:
-    """``xla_backward`` as Pallas programs (``interpret`` and ``one_kernel`` as for ``pallas_forward``)."""
+                    one_kernel: bool | None = None, merge_edge: bool | None = None) -> tuple[Array, Array, Array]:
+    """``xla_backward`` as Pallas programs (``interpret``, ``one_kernel`` and ``merge_edge`` as for
+    ``pallas_forward``; merged: the last layer inside the next-to-last's kernel)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
@@ -295,21 +336,22 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
         jax.ShapeDtypeStruct((L, w), _F32),
     )
 
-    def layer(k: int, cb: int, in_refs, out_refs) -> None:
+    def layer(k: int, first, cb: int, in_refs, out_refs, prev: Array | None, own) -> Array:
         h_ref, z_ref, *in_refs = in_refs
         mask_ref = in_refs.pop(0) if masked else None
         kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref, *out_mask_ref = in_refs
         dz_ref, dscale_ref, dbias_ref = out_refs
-        first = pl.program_id(0) * cb
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
+        own_cols = _own_columns(first, cb, own)
         in_hcat = (rows, pl.ds(k * w + first, cb))
         g = plgpu.load(dh_ref.at[in_hcat], mask=inside, other=0).astype(_F32)
         if out_mask_ref:
             g = g * plgpu.load(out_mask_ref[0].at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
         if k < L - 1:  # the gradient from layer k + 1 through its input h_k
             whole = _rows_inside(block, n, w)
-            dz_next = plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole, other=0)
+            dz_next = prev if prev is not None else plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole,
+                                                               other=0)
             g = g + jax.lax.dot_general(
                 dz_next, kern_ref.at[_index(k), cols, :][...], (((1,), (1,)), ((), ())),
                 preferred_element_type=_F32,
@@ -328,14 +370,16 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
             dvar_ref.at[_index(k), cols][...][None, :], n,
         )
         dz = jnp.where(inside, dz, 0.0).astype(z.dtype)
-        plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=inside)
-        dscale_ref.at[_index(k), cols][...] = sum_gx
-        dbias_ref.at[_index(k), cols][...] = sum_g
+        plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=inside if own_cols is None else inside & own_cols)
+        _store_vector(dscale_ref.at[_index(k), cols], sum_gx, own_cols)
+        _store_vector(dbias_ref.at[_index(k), cols], sum_g, own_cols)
+        return dz
 
     fixed = [hcat, z] + ([hmask] if masked else []) + [kernels, scale, mean, var, dhcat, dmean, dvar]
     fixed += [] if out_mask is None else [out_mask]
     one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
-    return _pass(layer, range(L - 1, -1, -1), fixed, outputs, w, one, interpret)
+    merge = MERGE_EDGE_LAYERS if merge_edge is None else merge_edge
+    return _pass(layer, range(L - 1, -1, -1), fixed, outputs, w, one, interpret, merge)
 
 
 # --- the differentiable function --------------------------------------------------------------------

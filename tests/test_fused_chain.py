@@ -40,21 +40,26 @@ def _vjp(fn, args, cots):
     return out, pullback(cots)
 
 
-@pytest.mark.parametrize("one_kernel", [True, False])
+#: the Pallas forms: (one kernel a pass, the edge layers merged into their neighbours' kernels)
+_FORMS = {"one_kernel": (True, False), "per_layer": (False, False), "merged_edges": (False, True)}
+
+
+@pytest.mark.parametrize("form", list(_FORMS))
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize(("L", "n", "w", "masked", "out_masked"),
                          [(4, 100, 128, True, True), (3, 37, 32, False, True), (2, 16, 16, True, False)])
-def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, one_kernel):
+def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, form):
     """Forward outputs (hidden outputs, pre-activations, statistics, with ``out_mask`` the masked hidden
-    outputs) and the backward's outputs of the Pallas programs (a kernel a pass, or a kernel a layer with
-    one program per ``COLUMNS`` columns) equal the XLA form's, the rows past ``n`` (to the block's power of
-    two) masked out."""
+    outputs) and the backward's outputs of the Pallas programs (a kernel a pass; a kernel a layer with
+    one program per ``COLUMNS`` columns; the same with the layers without a product inside their
+    neighbours' kernels) equal the XLA form's, the rows past ``n`` (to the block's power of two) masked out."""
+    one_kernel, merge_edge = _FORMS[form]
     eps = 1e-5
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, dtype, masked)
     out_mask = _out_mask(jax.random.PRNGKey(2), L, n, w, dtype) if out_masked else None
     want = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask)
     got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask, interpret=True,
-                                     one_kernel=one_kernel)
+                                     one_kernel=one_kernel, merge_edge=merge_edge)
     assert len(got) == (5 if out_masked else 4)
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
     for a, b in zip(got, want, strict=True):
@@ -64,7 +69,8 @@ def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, o
     dh, dmean, dvar = _cotangents(jax.random.PRNGKey(1), L, n, w, dtype)
     args = (hcat, z, hmask, kernels, scale, mean, var, dh, dmean, dvar, eps)
     want = fused_chain.xla_backward(*args, out_mask=out_mask)
-    got = fused_chain.pallas_backward(*args, out_mask=out_mask, interpret=True, one_kernel=one_kernel)
+    got = fused_chain.pallas_backward(*args, out_mask=out_mask, interpret=True, one_kernel=one_kernel,
+                                      merge_edge=merge_edge)
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         scale_ = float(np.max(np.abs(np.asarray(b, np.float32)))) + 1.0
@@ -98,14 +104,16 @@ def test_custom_gradient_equals_autodiff_float64(masked):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("one_kernel", [True, False])
-def test_kernels_lower_to_triton_for_cuda(monkeypatch, one_kernel):
+@pytest.mark.parametrize("form", list(_FORMS))
+def test_kernels_lower_to_triton_for_cuda(monkeypatch, form):
     """The forward and the gradient (both dropout masks on) lower for CUDA from this CPU machine (the Pallas
     lowering, with the barrier's atomics and wait loop; compiling the Triton IR needs the GPU): each pass
-    one Triton call, or one a layer."""
+    one Triton call, one a layer, or one a layer but the edge layer."""
+    one_kernel, merge_edge = _FORMS[form]
     monkeypatch.setattr(fused_chain, "ONE_KERNEL_A_PASS", one_kernel)
+    monkeypatch.setattr(fused_chain, "MERGE_EDGE_LAYERS", merge_edge)
     L, n, w = 4, 100, 128
-    calls = 1 if one_kernel else L
+    calls = 1 if one_kernel else L - 1 if merge_edge else L
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, jnp.bfloat16)
     out_mask = _out_mask(jax.random.PRNGKey(1), L, n, w, jnp.bfloat16)
 
