@@ -161,18 +161,27 @@ def check_head_step(dtype) -> dict[str, float]:
     return _ratios(*named, ERROR_FLOOR[jnp.dtype(dtype).name], floors)
 
 
+CHECKS = (check_kernels, check_kernels_per_layer, check_kernels_merged_edges, check_one_kernel_bitwise, check_head_step)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--checks", default=",".join(c.__name__ for c in CHECKS),
+                        help="comma-separated checks to run (default: all)")
     args = parser.parse_args()
+    by_name = {c.__name__: c for c in CHECKS}
+    unknown = sorted(set(args.checks.split(",")) - set(by_name))
+    if unknown:
+        parser.error(f"unknown checks {unknown}; choose from {sorted(by_name)}")
+    checks = [by_name[name] for name in args.checks.split(",")]
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "error_floor": ERROR_FLOOR,
               "ratio_limit": RATIO_LIMIT, "one_kernel_a_pass": fused_chain.ONE_KERNEL_A_PASS,
               "merge_edge_layers": fused_chain.MERGE_EDGE_LAYERS, "checks": {}}
     failed = []
     for dtype in (jnp.float32, jnp.bfloat16):
         name = jnp.dtype(dtype).name
-        for check in (check_kernels, check_kernels_per_layer, check_kernels_merged_edges, check_one_kernel_bitwise,
-                      check_head_step):
+        for check in checks:
             diffs = check(dtype)
             worst = max(diffs.values())
             limit = 0.0 if check is check_one_kernel_bitwise else RATIO_LIMIT

@@ -187,7 +187,7 @@ def image_patches(x: jax.Array, k: int, stride: int = 1, padding: int = 0) -> ja
 #: The weight gradient's matmul sums over these rows; on a GPU, XLA splits that sum (split-K) only over
 #: a row count it can divide evenly, so for the VGG-5's 3x3 maps (900 rows at batch 100) it builds a
 #: padded copy of each patch matrix beside the unpadded one (PERF_NOTES.md, round 20). With 32, one padded
-#: matrix serves both matmuls: -2% of the bf16 VGG-5 epoch, both heads (round 21).
+#: matrix serves both matmuls: -2.3% of the bf16 VGG-5 epoch, both heads (round 21, one H200).
 MATMUL_ROWS_MULTIPLE = 32
 
 
