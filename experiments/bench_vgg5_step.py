@@ -50,7 +50,13 @@ convolution graphs). ``matmul49`` tries a new piece instead: the convolutions on
 XLA flags are per process: run the script once per flag set (``XLA_FLAGS=... python ...``), with
 ``--tag`` naming the set. Results are appended as JSON lines to ``--out``.
 
+``--profile`` traces one more epoch of the named runs and stores their kernels a step; with ``--dump-dir`` the
+training chunk's post-optimisation HLO is dumped there and each traced kernel is charged to the JAX name scope it
+came from (``kernel_profile.scope_totals``: the row's ``kernels_by_scope``, also printed).
+
     PYTHONPATH=. python experiments/bench_vgg5_step.py --variants before,pool,lib --epochs 2
+    PYTHONPATH=. python experiments/bench_vgg5_step.py --variants lib --precisions bf16 --heads spinal \
+        --profile lib/bf16/spinal --dump-dir /tmp/hlo
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from kernel_profile import kernel_table
+from kernel_profile import hlo_scopes, kernel_table, scope_totals
 
 from spinal_jax import column_sums, fused_chain, layers, normalization, parallel
 from spinal_jax.models import common, mnist
@@ -360,6 +366,21 @@ def variant(name: str) -> Iterator[None]:
         common.TorchConv = _LIBRARY_TORCH_CONV
 
 
+def dump_flags(dump_dir: str) -> str:
+    """XLA flags that dump the training chunk's HLO (text, after optimisation) into ``dump_dir``."""
+    return f"--xla_dump_to={dump_dir} --xla_dump_hlo_module_re=.*train_chunk.* --xla_dump_hlo_as_text"
+
+
+def chunk_scopes(dump_dir: str, since: float) -> dict[str, str]:
+    """``hlo_scopes`` of the training chunks dumped into ``dump_dir`` at or after time ``since`` (this run's)."""
+    scopes: dict[str, str] = {}
+    for path in glob.glob(os.path.join(dump_dir, "*train_chunk*after_optimizations.txt")):
+        if os.path.getmtime(path) >= since:
+            with open(path) as f:
+                scopes |= hlo_scopes(f.read())
+    return scopes
+
+
 def time_run(config, epochs: int, profile: bool = False) -> tuple[list[float], float, dict | None]:
     """Seconds of ``epochs`` timed epochs after one warm-up epoch (returned second, with the compile);
     ``profile``: trace one more epoch and print its kernel breakdown."""
@@ -450,12 +471,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps an epoch (default: the full 600)")
     parser.add_argument("--tag", default="default-flags")
     parser.add_argument("--profile", default="", help="comma list of variant/precision/head to trace, e.g. lib/fp32/spinal")
+    parser.add_argument("--dump-dir", default=None,
+                        help="with --profile: dump the training chunk's HLO here and charge each kernel to its JAX scope")
     parser.add_argument("--out", default="bench_vgg5_step.jsonl")
     parser.add_argument("--summarize-dump", default=None, help="only print op counts of an XLA dump directory")
     args = parser.parse_args()
     if args.summarize_dump:
         summarize_dump(args.summarize_dump)
         return
+    if args.dump_dir:  # read when the backend starts (jax.devices() below)
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {dump_flags(args.dump_dir)}".strip()
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (60000, 28, 28, 1), dtype=np.uint8)
     y = rng.integers(0, 10, 60000).astype(np.int32)
@@ -469,6 +494,7 @@ def main() -> None:
                     {"precision": precision, "head": head, "tensorboard": False, "epochs": args.epochs + 2,
                      "steps_per_epoch": args.steps},
                 )
+                started = time.time()
                 with variant(name):
                     seconds, first, kernels = time_run(
                         config, args.epochs, f"{name}/{precision}/{head}" in args.profile.split(",")
@@ -482,6 +508,10 @@ def main() -> None:
                     row["kernels"] = kernels
                     row["kernels_per_step"] = sum(c for c, _ in kernels.values())
                     row["kernel_us_per_step"] = sum(us for _, us in kernels.values())
+                    if args.dump_dir:
+                        row["kernels_by_scope"] = scope_totals(kernels, chunk_scopes(args.dump_dir, started))
+                        for scope, (calls, us) in row["kernels_by_scope"].items():
+                            print(f"    {us:8.1f} us/step {calls:6.1f} calls  {scope}", flush=True)
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{args.tag:>14} {name:>7} {precision} {head:>7}: {row['median']:.3f} s/epoch "

@@ -1,4 +1,5 @@
-"""Per-kernel GPU time from a ``jax.profiler`` trace (shared by the step benchmarks)."""
+"""Per-kernel GPU time from a ``jax.profiler`` trace, and each kernel's JAX name scope from the
+post-optimisation HLO of the same program (shared by the step benchmarks)."""
 
 from __future__ import annotations
 
@@ -46,20 +47,33 @@ def kernel_table(trace_dir: str, steps: int, top: int = 25) -> dict:
 def hlo_scopes(hlo_text: str) -> dict[str, str]:
     """``{kernel name: JAX name scope}`` from a post-optimisation HLO dump (``--xla_dump_to``,
     ``*after_optimizations.txt``): XLA names each fusion's kernel after the instruction (``.`` → ``_``),
-    and the instruction's ``op_name`` metadata is the JAX scope it came from (e.g.
-    ``jvp(VGG5)/spinal/...``; the loop's ``jit(...)/while/body/eval_jaxpr/`` prefix dropped). Library
-    kernels (cuDNN, cuBLAS), Pallas kernels and copies are not named after instructions and are absent."""
+    and the instruction's ``op_name`` metadata is the JAX scope it came from (e.g. ``jvp(VGG5)/spinal/...``;
+    the loop's ``jit(...)/while/body/eval_jaxpr/`` or ``.../closed_call/`` prefix dropped). Library kernels
+    (cuDNN, cuBLAS), Pallas kernels and copies are not named after instructions and are absent."""
     scopes = {}
     for line in hlo_text.splitlines():
         m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = .*?op_name=\"([^\"]*)\"", line)
         if m:
-            scope = re.sub(r"^.*?/while/body/(eval_jaxpr/)?", "", m.group(2))
+            scope = re.sub(r"^.*?/while/body/(eval_jaxpr/|closed_call/)*", "", m.group(2))
             scopes[re.sub(r"[.\-]", "_", m.group(1))] = scope
     return scopes
 
 
-def time_by_scope(kernels: dict, scopes: dict[str, str], pattern: str) -> tuple[float, float, dict]:
-    """Calls and microseconds a step of the kernels whose scope matches ``pattern`` (a regex), and those
-    kernels (``kernels``: ``kernel_table``'s result)."""
-    picked = {k: v for k, v in kernels.items() if re.search(pattern, scopes.get(k, ""))}
-    return sum(c for c, _ in picked.values()), sum(us for _, us in picked.values()), picked
+
+#: ``scope_totals``' key for kernels not named after an HLO instruction (cuDNN, cuBLAS, Pallas, copies).
+NO_SCOPE = "(no scope: library, Pallas, copies)"
+
+
+def scope_totals(kernels: dict, scopes: dict[str, str], depth: int = 2) -> dict[str, list[float]]:
+    """``kernels`` (``kernel_table``'s result) summed by the first ``depth`` components of their scope
+    (e.g. ``jvp(VGG5)/spinal`` for the spinal head's forward, ``transpose(jvp(VGG5))/spinal`` for its
+    backward): ``{scope prefix: [calls a step, us a step]}``, largest first; kernels without a scope under
+    ``NO_SCOPE``."""
+    totals: dict[str, list[float]] = {}
+    for name, (calls, us) in kernels.items():
+        scope = scopes.get(name)
+        key = "/".join(scope.split("/")[:depth]) if scope else NO_SCOPE
+        total = totals.setdefault(key, [0.0, 0.0])
+        total[0] += calls
+        total[1] += us
+    return dict(sorted(totals.items(), key=lambda item: -item[1][1]))
