@@ -59,7 +59,6 @@ def hlo_scopes(hlo_text: str) -> dict[str, str]:
     return scopes
 
 
-
 #: ``scope_totals``' key for kernels not named after an HLO instruction (cuDNN, cuBLAS, Pallas, copies).
 NO_SCOPE = "(no scope: library, Pallas, copies)"
 
