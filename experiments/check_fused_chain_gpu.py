@@ -1,11 +1,11 @@
 """On the GPU: ``fused_chain``'s compiled Triton programs against its XLA form (a kernel a pass, a kernel
 a layer, and a kernel a layer with the edge layers merged; both dropout masks on), the kernel-a-pass form
 bitwise equal to the kernel-a-layer form over many calls (its programs wait for each other between layers;
-a lost wait would read stale columns), and a SpinalDense V3 head's training step with the fused chain against its unfused chain (the VGG-5
-head's shapes: batch 100, 256 features, width 128, 4 layers, dropout 0.5; the library's
-``FOLD_OUT_MASK``), in float32 and bfloat16. Each side's error is
-measured against float32 at "highest" precision, and the kernel side's must be at most twice the XLA
-side's (see ``ERROR_FLOOR``). Writes the figures as JSON (``--out``) and exits 1 where one is over.
+a lost wait would read stale columns), and a SpinalDense V3 head's training step with the fused chain against
+its unfused chain (the VGG-5 head's shapes: batch 100, 256 features, width 128, 4 layers, dropout 0.5; the
+library's ``FOLD_OUT_MASK``), in float32 and bfloat16. Each side's error is measured against float32 at
+"highest" precision, and the kernel side's must be at most twice the XLA side's (see ``ERROR_FLOOR``). Writes
+the figures as JSON (``--out``) and exits 1 where one is over; ``--checks`` runs some of the checks.
 
     PYTHONPATH=. python experiments/check_fused_chain_gpu.py --out fused_chain_gpu_check.json
     PYTHONPATH=. python experiments/check_fused_chain_gpu.py --checks check_kernels_merged_edges --out merged.json
