@@ -30,7 +30,8 @@ pool, whose backward re-reads the pool's input instead of the forward's argmax),
 ``chainwarps8`` runs them with 8 warps (4 by default), ``chainperlayer`` runs each layer of each pass as
 its own kernel (``fused_chain.ONE_KERNEL_A_PASS`` off; the default since round 19), ``chainonekernel`` each
 pass as one kernel, ``mergeedges`` runs the layer without a product of each pass inside its neighbour's
-kernel (``fused_chain.MERGE_EDGE_LAYERS``), ``nomergeedges`` not; ``biasgrad`` computes the gradients of the
+kernel (``fused_chain.MERGE_EDGE_LAYERS``), ``nomergeedges`` not; ``loopedconvs`` keeps the training chunks as
+loops where convolutions run slowly in them (XLA:CPU; ``steps.convolutions_slow_in_loops``); ``biasgrad`` computes the gradients of the
 convolution and hidden-layer biases that train-mode BatchNorm cancels
 (``normalization.SKIP_CANCELLED_BIAS_GRADIENT`` off); ``stencilconv`` computes the 1-channel first
 convolution's forward as nine shifted multiply-adds in one elementwise fusion instead of the patch matmul; ``ohwi`` stores the
@@ -266,7 +267,7 @@ _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
               "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
               "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel",
-              "matmulrowsN", "foldoutmask", "mergeedges", "nomergeedges")
+              "matmulrowsN", "foldoutmask", "mergeedges", "nomergeedges", "loopedconvs")
 
 
 @contextlib.contextmanager
@@ -279,7 +280,8 @@ def variant(name: str) -> Iterator[None]:
              fused_chain.ONE_KERNEL_A_PASS,
              normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
              steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
-             common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK, fused_chain.MERGE_EDGE_LAYERS)
+             common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK, fused_chain.MERGE_EDGE_LAYERS,
+             loop.convolutions_slow_in_loops)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"(unroll|matmulrows)\d+", p)]
     if unknown:
@@ -336,6 +338,8 @@ def variant(name: str) -> Iterator[None]:
         fused_chain.MERGE_EDGE_LAYERS = True
     if old or "nomergeedges" in parts:
         fused_chain.MERGE_EDGE_LAYERS = False
+    if old or "loopedconvs" in parts:
+        loop.convolutions_slow_in_loops = lambda params: False
     for part in parts:
         if re.fullmatch(r"unroll\d+", part):
             jax.lax.scan = functools.partial(_LAX_SCAN, unroll=int(part[6:]))
@@ -361,7 +365,8 @@ def variant(name: str) -> Iterator[None]:
          fused_chain.ONE_KERNEL_A_PASS,
          normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
          steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
-         common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK, fused_chain.MERGE_EDGE_LAYERS) = saved
+         common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK, fused_chain.MERGE_EDGE_LAYERS,
+         loop.convolutions_slow_in_loops) = saved
         layers.batch_norm_train = normalization.batch_norm_train
         common.TorchConv = _LIBRARY_TORCH_CONV
 

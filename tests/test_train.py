@@ -161,10 +161,11 @@ def test_loss_and_metric_sums():
     np.testing.assert_allclose(mse, [1.0, 4.0])
 
 
+@pytest.mark.parametrize("unroll", [False, True])
 @pytest.mark.parametrize("flat_params", [False, True])
-def test_train_chunk_equals_train_steps(flat_params):
-    """A scanned chunk of steps gives the same state as the same steps one by one (with the
-    parameters carried as a tree or raveled into one vector)."""
+def test_train_chunk_equals_train_steps(flat_params, unroll):
+    """A scanned chunk of steps (or the same written out without a loop, ``unroll``) gives the same state as
+    the same steps one by one (with the parameters carried as a tree or raveled into one vector)."""
     from flax import linen as nn
 
     class Net(nn.Module):
@@ -183,7 +184,7 @@ def test_train_chunk_equals_train_steps(flat_params):
     make = lambda: create_train_state(  # noqa: E731
         Net(), tx, images[:1].astype(jnp.float32), jax.random.PRNGKey(0), jax.random.PRNGKey(1)
     )
-    fns = steps.StepFunctions(loss="cross_entropy", flat_params=flat_params)
+    fns = steps.StepFunctions(loss="cross_entropy", flat_params=flat_params, unroll_chunks=unroll)
     chunk_state, chunk_sums = fns.train_chunk(make(), images, labels, idx)
     state, total = make(), 0.0
     for row in idx:
@@ -401,12 +402,15 @@ def test_initialisation_lowers_threefry_to_the_gpu_kernel():
     assert "cu_threefry2x32" in text
 
 
-def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog):
+@pytest.mark.parametrize("step_by_step", [False, True])
+def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog, monkeypatch, step_by_step):
     # 80 training examples at batch 7: 11 steps in chunks of 4, 4 and 3 (two chunk shapes) and a tail of 3;
-    # the clean protocol's validation split (20) and the test split (40) lay out differently.
+    # the clean protocol's validation split (20) and the test split (40) lay out differently. Step by step
+    # (the CNN on XLA:CPU): chunks of one step, the evaluation batch by batch.
+    monkeypatch.setattr(loop, "convolutions_slow_in_loops", lambda params: step_by_step)
     config = _cnn_config(protocol="clean", batch_size=7, eval_batch_size=8, log_every_steps=4)
     run = loop._Run(config, str(tmp_path), _one_device(), progress=False)
-    assert (run.steps, run.chunk, run.tail) == (11, 4, 3)
+    assert (run.steps, run.chunk, run.tail) == (11, 1 if step_by_step else 4, 3)
     trained = run.initial_state
     assert run.wait_compiled() >= 0 and run.wait_compiled() < 0.1  # the second wait finds nothing left
     with caplog.at_level(logging.WARNING), jax.log_compiles():
@@ -415,8 +419,27 @@ def test_compile_ahead_leaves_nothing_to_compile(synthetic, tmp_path, caplog):
         run.evaluate(trained, run.val)
     compiled = _compiled_names(caplog)
     assert any("train_step" in m for m in compiled), compiled  # the tail step compiles on first use
-    ahead = ("train_chunk", "evaluate_arrays", "epoch_permutation")
+    ahead = ("train_chunk", "evaluate_arrays", "epoch_permutation", "eval_step")
     assert not [m for m in compiled if any(name in m for name in ahead)], compiled
+
+
+def test_convolution_models_go_step_by_step_on_the_cpu(synthetic, tmp_path):
+    """On XLA:CPU (these tests' backend) a model with convolutions trains in chunks of one step written
+    out without a loop and evaluates batch by batch, with the numbers of the loop form; a model without
+    convolutions keeps its chunks (PERF_NOTES.md, round 21: the VGG-5's step ~40x faster on XLA:CPU)."""
+    assert steps.convolutions_slow_in_loops({"conv": {"kernel": jax.ShapeDtypeStruct((3, 3, 1, 8), jnp.float32)}})
+    assert not steps.convolutions_slow_in_loops({"dense": {"kernel": jnp.zeros((4, 3))}})
+    config = _cnn_config(batch_size=16, eval_batch_size=16, log_every_steps=2)
+    run = loop._Run(config, str(tmp_path), _one_device(), progress=False)
+    assert run.step_by_step and run.chunk == 1
+    state = run.initial_state
+    arrays = run.test
+    want = steps.summarize(jax.device_get(run.fns.evaluate_arrays(state, arrays.x, arrays.y, arrays.mask)))  # a loop
+    got = run.evaluate(state, arrays)
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5)
+    run.wait_compiled()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,12 @@ from spinal_jax.train.config import REGRESSION_PREFIX, Config, config_json, spli
 from spinal_jax.train.errors import RunConfigMismatch, TrainingDiverged
 from spinal_jax.train.grid import grid_configs, run_dir_for
 from spinal_jax.train.state import TrainState, create_train_state, reset_optimizer
-from spinal_jax.train.steps import StepFunctions, compiler_options, summarize
+from spinal_jax.train.steps import (
+    StepFunctions,
+    compiler_options,
+    convolutions_slow_in_loops,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +311,8 @@ def summarize_run(config: Config, history: list[dict[str, Any]], extra: dict[str
 
 
 def step_functions(
-    config: Config, train_transform: Any, eval_transform: Any, mesh: jax.sharding.Mesh, state_sharding: Any
+    config: Config, train_transform: Any, eval_transform: Any, mesh: jax.sharding.Mesh, state_sharding: Any,
+    unroll_chunks: bool = False,
 ) -> tuple[StepFunctions, StepFunctions]:
     """The jitted functions a run of ``config`` trains and evaluates with: those of whole batches, split
     over ``mesh``, and those of a last partial batch (which may not divide over the devices: no sharding
@@ -319,7 +325,8 @@ def step_functions(
         "compiler_options": compiler_options(config.model),
     }
     full = StepFunctions(
-        **common, batch_sharding=parallel.batch_sharding(mesh), flat_params=schedules.updates_one_vector(config)
+        **common, batch_sharding=parallel.batch_sharding(mesh), flat_params=schedules.updates_one_vector(config),
+        unroll_chunks=unroll_chunks,
     )
     return full, StepFunctions(**common)
 
@@ -358,7 +365,14 @@ class _Run:
         example = jax.eval_shape(model_input, jax.ShapeDtypeStruct(example_x.shape, example_x.dtype))
         shapes = jax.eval_shape(functools.partial(create_train_state, self.model, self.tx), example, *keys)
         self.state_sharding = parallel.state_shardings(mesh, shapes, fsdp=config.fsdp)
-        self.fns, self.tail_fns = step_functions(config, train_transform, eval_transform, mesh, self.state_sharding)
+        # Where convolutions run slowly inside loops (XLA:CPU), each chunk is one step written out and the
+        # evaluation goes batch by batch.
+        self.step_by_step = convolutions_slow_in_loops(shapes.params)
+        if self.step_by_step and self.chunk:
+            self.chunk = 1
+        self.fns, self.tail_fns = step_functions(
+            config, train_transform, eval_transform, mesh, self.state_sharding, unroll_chunks=self.step_by_step
+        )
         # The training chunks, the epoch's permutation and the evaluation compile in the background
         # from here on (from the shapes of the state and the data), while the data go to the device,
         # the state is made and (in train_and_evaluate) the checkpoints are looked up: wait_compiled().
@@ -472,7 +486,13 @@ class _Run:
             self.fns.epoch_permutation.lower(self.shuffle_key, 0, self.num_train).compile()
             for split in layouts:
                 x, y, mask = (_struct(getattr(split, k), sharding) for k in ("x", "y", "mask"))
-                self.fns.evaluate_arrays.lower(state, x, y, mask).compile()
+                if self.step_by_step:
+                    batch = {"image": x, "label": y, "mask": mask}
+                    batch = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype, sharding=parallel.batch_sharding(self.mesh))
+                             for k, v in batch.items()}
+                    self.fns.eval_step.lower(state, batch).compile()
+                else:
+                    self.fns.evaluate_arrays.lower(state, x, y, mask).compile()
 
         pool = ThreadPoolExecutor(2, thread_name_prefix="compile")
         futures = [pool.submit(compile_chunks), pool.submit(compile_permutation_and_evaluation)]
@@ -586,6 +606,13 @@ class _Run:
     def evaluate(self, state: TrainState, arrays: Any) -> dict[str, float]:
         """Mean metrics over a whole split (one jitted call, or a host stream of padded batches)."""
         self.wait_compiled()
+        if not self.streamed and self.step_by_step:
+            total = None
+            for i in range(arrays.x.shape[0]):
+                batch = {"image": arrays.x[i], "label": arrays.y[i], "mask": arrays.mask[i]}
+                m = self.fns.eval_step(state, jax.device_put(batch, parallel.batch_sharding(self.mesh)))
+                total = m if total is None else {k: total[k] + m[k] for k in total}
+            return summarize(jax.device_get(total))
         if not self.streamed:
             sums = self.fns.evaluate_arrays(state, arrays.x, arrays.y, arrays.mask)
             return summarize(jax.device_get(sums))

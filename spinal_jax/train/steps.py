@@ -191,6 +191,13 @@ def _add(a: Metrics, b: Metrics) -> Metrics:
     return {k: a[k] + b[k] for k in a}
 
 
+def convolutions_slow_in_loops(params: Any) -> bool:
+    """Whether the steps of a model with these parameters (arrays or shapes) should not run inside a loop:
+    on XLA:CPU a convolution inside a while loop runs many times slower than outside one (jax-ml/jax#12868;
+    the VGG-5's training step about 35x, PERF_NOTES.md round 21). Convolutions are told by 4-D kernels."""
+    return jax.default_backend() == "cpu" and any(len(a.shape) == 4 for a in jax.tree.leaves(params))
+
+
 def train_chunk(
     state: TrainState,
     images: jax.Array,
@@ -201,8 +208,10 @@ def train_chunk(
     transform: Transform | None = None,
     batch_sharding: Any = None,
     flat_params: bool = False,
+    unroll: bool = False,
 ) -> tuple[TrainState, Metrics]:
-    """``len(indices)`` train steps in one ``lax.scan``; batch ``i`` is ``images[indices[i]]``.
+    """``len(indices)`` train steps in one ``lax.scan`` (written out step by step, without a loop, with
+    ``unroll``: see ``convolutions_slow_in_loops``); batch ``i`` is ``images[indices[i]]``.
 
     ``images``/``labels`` are the whole split on the device; only indices travel per chunk. The steps'
     keys are drawn for the whole chunk before the loop, and so are its batches, gathered and augmented
@@ -275,7 +284,13 @@ def train_chunk(
         )
         return (state, _add(sums, metrics)), None
 
-    (state, sums), _ = jax.lax.scan(body, (state, _zeros_like_metrics(loss)), xs)
+    carry = (state, _zeros_like_metrics(loss))
+    if unroll:  # a Python loop: even a fully unrolled scan leaves XLA a loop of one trip at first
+        for i in range(indices.shape[0]):
+            carry, _ = body(carry, jax.tree.map(lambda a, i=i: a[i], xs))
+    else:
+        carry, _ = jax.lax.scan(body, carry, xs)
+    state, sums = carry
     if unravel is not None:
         state = state.replace(params=unravel(state.params), opt_state=per_parameter(to_tree_order, state.opt_state))
     return state, sums
@@ -390,7 +405,8 @@ def jit_with_options(
 class StepFunctions:
     """The jitted functions of one run: built once, compiled on first use, reused every epoch.
 
-    ``train_chunk`` and ``train_step`` donate the state; ``flat_params`` is ``train_chunk``'s. ``loss`` is
+    ``train_chunk`` and ``train_step`` donate the state; ``flat_params`` is ``train_chunk``'s, and so is
+    ``unroll_chunks`` (its ``unroll``). ``loss`` is
     ``"cross_entropy"`` or ``"mse"``; ``train_transform``/``eval_transform`` map ``(key, uint8 images)`` to
     float32 inputs; ``compiler_options`` go to XLA with every function but the permutation, each of
     which compiles without them if XLA cannot compile it with them (``jit_with_options``;
@@ -406,12 +422,13 @@ class StepFunctions:
         batch_sharding: Any = None,
         state_sharding: Any = None,
         flat_params: bool = False,
+        unroll_chunks: bool = False,
         compiler_options: dict[str, bool | int | str] | None = None,
     ) -> None:
         _check_loss(loss)
         self.loss = loss
         train_kw = {"loss": loss, "transform": train_transform, "batch_sharding": batch_sharding}
-        chunk_kw = {**train_kw, "flat_params": flat_params}
+        chunk_kw = {**train_kw, "flat_params": flat_params, "unroll": unroll_chunks}
         eval_kw = {"loss": loss, "transform": eval_transform}
         out_state = {} if state_sharding is None else {"out_shardings": (state_sharding, None)}
         options = {"compiler_options": compiler_options}
