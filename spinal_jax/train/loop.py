@@ -35,7 +35,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -486,10 +486,9 @@ class _Run:
             self.fns.epoch_permutation.lower(self.shuffle_key, 0, self.num_train).compile()
             for split in layouts:
                 x, y, mask = (_struct(getattr(split, k), sharding) for k in ("x", "y", "mask"))
-                if self.step_by_step:
-                    batch = {"image": x, "label": y, "mask": mask}
+                if self.step_by_step:  # one batch of the split
                     batch = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype, sharding=parallel.batch_sharding(self.mesh))
-                             for k, v in batch.items()}
+                             for k, v in (("image", x), ("label", y), ("mask", mask))}
                     self.fns.eval_step.lower(state, batch).compile()
                 else:
                     self.fns.evaluate_arrays.lower(state, x, y, mask).compile()
@@ -604,21 +603,31 @@ class _Run:
         return state
 
     def evaluate(self, state: TrainState, arrays: Any) -> dict[str, float]:
-        """Mean metrics over a whole split (one jitted call, or a host stream of padded batches)."""
+        """Mean metrics over a whole split: one jitted call, or batch by batch (step by step, or a host
+        stream of padded batches)."""
         self.wait_compiled()
-        if not self.streamed and self.step_by_step:
-            total = None
-            for i in range(arrays.x.shape[0]):
-                batch = {"image": arrays.x[i], "label": arrays.y[i], "mask": arrays.mask[i]}
-                m = self.fns.eval_step(state, jax.device_put(batch, parallel.batch_sharding(self.mesh)))
-                total = m if total is None else {k: total[k] + m[k] for k in total}
-            return summarize(jax.device_get(total))
-        if not self.streamed:
+        if not self.streamed and not self.step_by_step:
             sums = self.fns.evaluate_arrays(state, arrays.x, arrays.y, arrays.mask)
             return summarize(jax.device_get(sums))
-        _, split = arrays
-        size = -(-self.config.eval_batch_size // self.n_dev) * self.n_dev
+        if self.streamed:
+            _, split = arrays  # ("stream", split name)
+            batches = self._streamed_eval_batches(split)
+        else:
+            batches = self._resident_eval_batches(arrays)
         total = None
+        for batch in batches:
+            m = self.fns.eval_step(state, batch)
+            total = m if total is None else {k: total[k] + m[k] for k in total}
+        return summarize(jax.device_get(total))
+
+    def _resident_eval_batches(self, arrays: EvalArrays) -> Iterator[dict[str, jax.Array]]:
+        sharding = parallel.batch_sharding(self.mesh)
+        for i in range(arrays.x.shape[0]):
+            yield jax.device_put({"image": arrays.x[i], "label": arrays.y[i], "mask": arrays.mask[i]}, sharding)
+
+    def _streamed_eval_batches(self, split: str) -> Iterator[dict[str, jax.Array]]:
+        size = -(-self.config.eval_batch_size // self.n_dev) * self.n_dev
+        sharding = parallel.batch_sharding(self.mesh)  # every process streams the whole split
         for x, y in self._stream(split, size, train=False):
             n = x.shape[0]
             mask = np.zeros(size, np.float32)
@@ -626,11 +635,7 @@ class _Run:
             if n < size:  # pad to the one compiled shape
                 x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), x.dtype)])
                 y = np.concatenate([y, np.zeros((size - n, *y.shape[1:]), y.dtype)])
-            sharding = parallel.batch_sharding(self.mesh)  # every process streams the whole split
-            batch = {"image": _put(x, sharding), "label": _put(y, sharding), "mask": _put(mask, sharding)}
-            m = self.fns.eval_step(state, batch)
-            total = m if total is None else {k: total[k] + m[k] for k in total}
-        return summarize(jax.device_get(total))
+            yield {"image": _put(x, sharding), "label": _put(y, sharding), "mask": _put(mask, sharding)}
 
 
 def _is_streamed(config: Config) -> bool:
