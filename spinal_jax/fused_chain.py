@@ -344,6 +344,7 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
         own_cols = _own_columns(first, cb, own)
+        stored = inside if own_cols is None else inside & own_cols[None, :]
         in_hcat = (rows, pl.ds(k * w + first, cb))
         g = plgpu.load(dh_ref.at[in_hcat], mask=inside, other=0).astype(_F32)
         if out_mask_ref:
@@ -370,7 +371,7 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
             dvar_ref.at[_index(k), cols][...][None, :], n,
         )
         dz = jnp.where(inside, dz, 0.0).astype(z.dtype)
-        plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=inside if own_cols is None else inside & own_cols)
+        plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=stored)
         _store_vector(dscale_ref.at[_index(k), cols], sum_gx, own_cols)
         _store_vector(dbias_ref.at[_index(k), cols], sum_g, own_cols)
         return dz

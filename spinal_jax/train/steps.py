@@ -194,7 +194,7 @@ def _add(a: Metrics, b: Metrics) -> Metrics:
 def convolutions_slow_in_loops(params: Any) -> bool:
     """Whether the steps of a model with these parameters (arrays or shapes) should not run inside a loop:
     on XLA:CPU a convolution inside a while loop runs many times slower than outside one (jax-ml/jax#12868;
-    the VGG-5's training step about 35x, PERF_NOTES.md round 21). Convolutions are told by 4-D kernels."""
+    the VGG-5's training step 33-45x, PERF_NOTES.md round 21). Convolutions are told by 4-D kernels."""
     return jax.default_backend() == "cpu" and any(len(a.shape) == 4 for a in jax.tree.leaves(params))
 
 
