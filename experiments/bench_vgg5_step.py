@@ -30,7 +30,9 @@ pool, whose backward re-reads the pool's input instead of the forward's argmax),
 ``chainwarps8`` runs them with 8 warps (4 by default), ``chainperlayer`` runs each layer of each pass as
 its own kernel (``fused_chain.ONE_KERNEL_A_PASS`` off; the default since round 19), ``chainonekernel`` each
 pass as one kernel, ``mergeedges`` runs the layer without a product of each pass inside its neighbour's
-kernel (``fused_chain.MERGE_EDGE_LAYERS``), ``nomergeedges`` not; ``loopedconvs`` keeps the training chunks as
+kernel (``fused_chain.MERGE_EDGE_LAYERS``), ``nomergeedges`` not; ``kernelrunningstats`` updates the spinal
+head's running statistics inside the chain's forward kernels (``fused_chain.UPDATE_RUNNING_STATS``),
+``nokernelrunningstats`` in XLA after the chain; ``loopedconvs`` keeps the training chunks as
 loops where convolutions run slowly in them (XLA:CPU; ``steps.convolutions_slow_in_loops``); ``biasgrad`` computes the gradients of the
 convolution and hidden-layer biases that train-mode BatchNorm cancels
 (``normalization.SKIP_CANCELLED_BIAS_GRADIENT`` off); ``stencilconv`` computes the 1-channel first
@@ -267,7 +269,8 @@ _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
               "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
               "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel",
-              "matmulrowsN", "foldoutmask", "mergeedges", "nomergeedges", "loopedconvs")
+              "matmulrowsN", "foldoutmask", "mergeedges", "nomergeedges", "loopedconvs", "kernelrunningstats",
+              "nokernelrunningstats")
 
 
 @contextlib.contextmanager
@@ -281,7 +284,7 @@ def variant(name: str) -> Iterator[None]:
              normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
              steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
              common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK, fused_chain.MERGE_EDGE_LAYERS,
-             loop.convolutions_slow_in_loops)
+             loop.convolutions_slow_in_loops, fused_chain.UPDATE_RUNNING_STATS)
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"(unroll|matmulrows)\d+", p)]
     if unknown:
@@ -338,6 +341,10 @@ def variant(name: str) -> Iterator[None]:
         fused_chain.MERGE_EDGE_LAYERS = True
     if old or "nomergeedges" in parts:
         fused_chain.MERGE_EDGE_LAYERS = False
+    if "kernelrunningstats" in parts:
+        fused_chain.UPDATE_RUNNING_STATS = True
+    if old or "nokernelrunningstats" in parts:
+        fused_chain.UPDATE_RUNNING_STATS = False
     if old or "loopedconvs" in parts:
         loop.convolutions_slow_in_loops = lambda params: False
     for part in parts:
@@ -366,7 +373,7 @@ def variant(name: str) -> Iterator[None]:
          normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
          steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
          common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK, fused_chain.MERGE_EDGE_LAYERS,
-         loop.convolutions_slow_in_loops) = saved
+         loop.convolutions_slow_in_loops, fused_chain.UPDATE_RUNNING_STATS) = saved
         layers.batch_norm_train = normalization.batch_norm_train
         common.TorchConv = _LIBRARY_TORCH_CONV
 

@@ -3,7 +3,8 @@ a layer, and a kernel a layer with the edge layers merged; both dropout masks on
 bitwise equal to the kernel-a-layer form over many calls (its programs wait for each other between layers;
 a lost wait would read stale columns), and a SpinalDense V3 head's training step with the fused chain against
 its unfused chain (the VGG-5 head's shapes: batch 100, 256 features, width 128, 4 layers, dropout 0.5; the
-library's ``FOLD_OUT_MASK``), in float32 and bfloat16. Each side's error is measured against float32 at
+library's ``FOLD_OUT_MASK``; the running statistics updated by XLA or, with ``UPDATE_RUNNING_STATS``, by the
+chain's kernels), in float32 and bfloat16. Each side's error is measured against float32 at
 "highest" precision, and the kernel side's must be at most twice the XLA side's (see ``ERROR_FLOOR``). Writes
 the figures as JSON (``--out``) and exits 1 where one is over; ``--checks`` runs some of the checks.
 
@@ -162,7 +163,17 @@ def check_head_step(dtype) -> dict[str, float]:
     return _ratios(*named, ERROR_FLOOR[jnp.dtype(dtype).name], floors)
 
 
-CHECKS = (check_kernels, check_kernels_per_layer, check_kernels_merged_edges, check_one_kernel_bitwise, check_head_step)
+def check_head_step_kernel_running_stats(dtype) -> dict[str, float]:
+    """``check_head_step`` with the running statistics updated in the chain's kernels (``UPDATE_RUNNING_STATS``)."""
+    saved, fused_chain.UPDATE_RUNNING_STATS = fused_chain.UPDATE_RUNNING_STATS, True
+    try:
+        return check_head_step(dtype)
+    finally:
+        fused_chain.UPDATE_RUNNING_STATS = saved
+
+
+CHECKS = (check_kernels, check_kernels_per_layer, check_kernels_merged_edges, check_one_kernel_bitwise, check_head_step,
+          check_head_step_kernel_running_stats)
 
 
 def main() -> int:
@@ -178,7 +189,8 @@ def main() -> int:
     checks = [by_name[name] for name in args.checks.split(",")]
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "error_floor": ERROR_FLOOR,
               "ratio_limit": RATIO_LIMIT, "one_kernel_a_pass": fused_chain.ONE_KERNEL_A_PASS,
-              "merge_edge_layers": fused_chain.MERGE_EDGE_LAYERS, "checks": {}}
+              "merge_edge_layers": fused_chain.MERGE_EDGE_LAYERS,
+              "update_running_stats": fused_chain.UPDATE_RUNNING_STATS, "checks": {}}
     failed = []
     for dtype in (jnp.float32, jnp.bfloat16):
         name = jnp.dtype(dtype).name

@@ -14,7 +14,8 @@ for each other between layers (a barrier on an atomic counter in global memory).
 and everything off the chain stay with XLA (batched GEMMs over the layers). Given the output Dense's
 dropout mask, the kernels can also write the masked hidden outputs and apply the mask to their gradient,
 so that no elementwise kernel runs between the chain and the output Dense in either pass
-(``FOLD_OUT_MASK``).
+(``FOLD_OUT_MASK``). Given the stored running statistics, the forward kernels also update them in place
+(``UPDATE_RUNNING_STATS``), so that no small XLA kernel a layer and statistic does it after the chain.
 Elsewhere (CPU, other GPUs) the same function runs as XLA ops; the tests run the kernels in interpret mode
 against them. ``experiments/results/PERF_NOTES.md`` (rounds 6, 19 and 20) has the measurements, including
 a first version that ran the whole chain as one program on one SM (slower than XLA).
@@ -23,12 +24,12 @@ a first version that ran the whole chain as one program on one SM (slower than X
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from spinal_jax.normalization import batch_norm_input_gradient, stats_dtype
+from spinal_jax.normalization import batch_norm_input_gradient, stats_dtype, updated_running_stats
 
 #: ``False`` turns the kernel path off everywhere (``SpinalDense`` then runs its chain as XLA ops).
 ENABLED = True
@@ -49,9 +50,37 @@ FOLD_OUT_MASK = False
 #: ``COLUMNS`` of it and feeds the whole of it to the next layer's product from registers (two kernels a
 #: step fewer). Off until measured on a GPU (PERF_NOTES.md, round 21).
 MERGE_EDGE_LAYERS = False
+#: ``SpinalDense`` hands its stored running statistics to ``fused_chain`` (``running``, ``update``), whose
+#: forward kernels update them in place (aliased buffers), instead of one XLA kernel a layer and statistic
+#: after the chain (8 for the VGG-5 head, ~9.5 µs a step on an H100: PERF_NOTES.md, round 22).
+UPDATE_RUNNING_STATS = False
 
 Array = jax.Array
 _F32 = jnp.float32
+
+
+class RunningUpdate(NamedTuple):
+    """Where each layer's running statistics are in ``fused_chain``'s ``running`` arrays, and how they move.
+
+    ``layout[k]`` = (index of layer ``k``'s running mean in ``running``, index of its running variance, row of
+    them in those arrays, or -1 when they are ``(w,)`` arrays of their own); ``momentum`` is Flax's (weight of
+    the old value), ``unbiased`` as ``normalization.updated_running_stats``' ``unbiased_running_var``."""
+
+    layout: tuple[tuple[int, int, int], ...]
+    momentum: float
+    unbiased: bool
+
+
+def xla_running_update(running: tuple[Array, ...], mean: Array, var: Array, rows: int,
+                       update: RunningUpdate) -> tuple[Array, ...]:
+    """``running`` with each layer's statistics moved towards its batch ``mean`` and ``var`` (L, w), as XLA ops."""
+    new = list(running)
+    for k, (mi, vi, row) in enumerate(update.layout):
+        old = [running[i] if row < 0 else running[i][row] for i in (mi, vi)]
+        moved = updated_running_stats(*old, mean[k], var[k], rows, update.momentum, update.unbiased)
+        for i, value in zip((mi, vi), moved, strict=True):
+            new[i] = value if row < 0 else new[i].at[row].set(value)
+    return tuple(new)
 
 
 def applies(rows: int, width: int, num_layers: int, dtype: Any) -> bool:
@@ -86,9 +115,11 @@ def _normalized(z: Array, rows: int, epsilon: float) -> tuple[Array, Array, Arra
 
 
 def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                epsilon: float, *, out_mask: Array | None = None) -> tuple[Array, ...]:
+                epsilon: float, *, out_mask: Array | None = None, running: tuple[Array, ...] = (),
+                update: RunningUpdate | None = None) -> tuple[Array, ...]:
     """``(hcat (n, L*w), z (L, n, w), mean (L, w), var (L, w))``: the chain as XLA ops; with ``out_mask``
-    (L, n, w) also ``hcat`` times it (the output Dense's dropout), ``(n, L*w)``, last."""
+    (L, n, w) also ``hcat`` times it (the output Dense's dropout), ``(n, L*w)``; with ``update``, the
+    ``running`` arrays updated (``xla_running_update``), last."""
     L, n, _ = proj.shape
     dtype, acc = proj.dtype, stats_dtype(proj.dtype)
     hs, zs, means, variances = [], [], [], []
@@ -105,9 +136,11 @@ def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, 
         means.append(mean)
         variances.append(var)
     out = (jnp.concatenate(hs, axis=1), jnp.stack(zs), jnp.stack(means), jnp.stack(variances))
-    if out_mask is None:
-        return out
-    return (*out, jnp.concatenate([h * out_mask[k] for k, h in enumerate(hs)], axis=1))
+    if out_mask is not None:
+        out += (jnp.concatenate([h * out_mask[k] for k, h in enumerate(hs)], axis=1),)
+    if update is not None:
+        out += xla_running_update(running, out[2], out[3], n, update)
+    return out
 
 
 def _bn_backward(g: Array, centred: Array, inv: Array, scale: Array, dmean: Array, dvar: Array,
@@ -201,10 +234,11 @@ def _wait_for_programs(counter_ref, target: int, programs: int) -> None:
 
 
 def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one_kernel: bool,
-          interpret: bool, merge_edge: bool = False) -> tuple:
+          interpret: bool, merge_edge: bool = False, initial: tuple = ()) -> tuple:
     """Run the layers in ``order``, one program per block of ``cb`` columns: as one ``pallas_call`` a layer
     (the chain's outputs so far carried as aliased buffers; with ``merge_edge`` the first two layers in one),
     or as one ``pallas_call`` whose programs wait for each other between layers (``_wait_for_programs``).
+    ``initial``: the arrays that the last ``len(initial)`` outputs start from (updated in place).
 
     ``layer_body(k, first, count, in_refs, out_refs, prev, own)`` computes columns ``first .. first+count-1``
     of layer ``k`` and returns them; ``prev``: the whole of the layer before it in ``order`` (``None``: read it
@@ -227,17 +261,19 @@ def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one
             interpret=interpret,
         )(*operands)
 
-    nin, nout = len(fixed), len(outputs)
+    nin, nout, ninit = len(fixed), len(outputs), len(initial)
+    initial_aliases = {nin + i: nout - ninit + i for i in range(ninit)}
     if one_kernel:
         def kernel(*refs):
-            *out_refs, counter_ref = refs[nin + 1:]
+            *out_refs, counter_ref = refs[nin + ninit + 1:]
             for i, k in enumerate(order):
                 if i:
                     _wait_for_programs(counter_ref, i * programs, programs)
                 layer_body(k, pl.program_id(0) * cb, cb, refs[:nin], out_refs, None, None)
 
         counter = jax.ShapeDtypeStruct((1,), jnp.int32)
-        *buffers, _ = call(kernel, [*fixed, jnp.zeros((1,), jnp.int32)], (*outputs, counter), {nin: nout})
+        operands = [*fixed, *initial, jnp.zeros((1,), jnp.int32)]
+        *buffers, _ = call(kernel, operands, (*outputs, counter), initial_aliases | {nin + ninit: nout})
         return tuple(buffers)
 
     layers = list(order)
@@ -252,13 +288,16 @@ def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one
                 prev = layer_body(group[0], 0, width, in_refs, out_refs, None, (first, cb))
             layer_body(group[-1], first, cb, in_refs, out_refs, prev, None)
 
-        carried = len(buffers)
-        buffers = call(kernel, fixed + list(buffers), outputs, {nin + i: i for i in range(carried)})
+        if buffers:
+            buffers = call(kernel, fixed + list(buffers), outputs, {nin + i: i for i in range(nout)})
+        else:
+            buffers = call(kernel, fixed + list(initial), outputs, initial_aliases)
     return buffers
 
 
 def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                   epsilon: float, *, out_mask: Array | None = None, interpret: bool = False,
+                   epsilon: float, *, out_mask: Array | None = None, running: tuple[Array, ...] = (),
+                   update: RunningUpdate | None = None, interpret: bool = False,
                    one_kernel: bool | None = None, merge_edge: bool | None = None) -> tuple[Array, ...]:
     """``xla_forward`` as Pallas programs (``interpret=True`` runs them on any backend, for tests); one
     kernel for the pass, or one a layer (``one_kernel``; default ``ONE_KERNEL_A_PASS``), the first layer
@@ -276,12 +315,15 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
         jax.ShapeDtypeStruct((L, w), _F32),
         jax.ShapeDtypeStruct((L, w), _F32),
     ) + (() if out_mask is None else (jax.ShapeDtypeStruct((n, L * w), dtype),))
+    running = running if update is not None else ()
+    outputs += tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in running)
 
     def layer(k: int, first, cb: int, in_refs, out_refs, prev: Array | None, own) -> Array:
         proj_ref, *in_refs = in_refs
         mask_ref = in_refs.pop(0) if masked else None
         kern_ref, scale_ref, bias_ref, *out_mask_ref = in_refs
-        hcat_ref, z_ref, mean_ref, var_ref, *hout_ref = out_refs
+        hcat_ref, z_ref, mean_ref, var_ref = out_refs[:4]
+        hout_ref, running_refs = out_refs[4:4 + len(out_mask_ref)], out_refs[4 + len(out_mask_ref):]
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
         own_cols = _own_columns(first, cb, own)
@@ -310,12 +352,20 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
             plgpu.store(hout_ref[0].at[in_hcat], h * keep, mask=stored)
         _store_vector(mean_ref.at[_index(k), cols], mean, own_cols)
         _store_vector(var_ref.at[_index(k), cols], var, own_cols)
+        if running_refs:  # this layer's running statistics, read and written in place
+            mi, vi, row = update.layout[k]
+            stored_stats = [running_refs[i].at[cols] if row < 0 else running_refs[i].at[_index(row), cols]
+                            for i in (mi, vi)]
+            moved = updated_running_stats(*(ref[...] for ref in stored_stats), mean, var, n, update.momentum,
+                                          update.unbiased)
+            for ref, value in zip(stored_stats, moved, strict=True):
+                _store_vector(ref, value.astype(ref.dtype), own_cols)
         return h
 
     fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias] + ([] if out_mask is None else [out_mask])
     one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
     merge = MERGE_EDGE_LAYERS if merge_edge is None else merge_edge
-    return _pass(layer, range(L), fixed, outputs, w, one, interpret, merge)
+    return _pass(layer, range(L), fixed, outputs, w, one, interpret, merge, tuple(running))
 
 
 def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
@@ -386,49 +436,58 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
 # --- the differentiable function --------------------------------------------------------------------
 
 
-def _on_platform(pallas_fn, xla_fn, args: tuple, out_mask: Array | None, epsilon: float):
-    """``pallas_fn`` on CUDA GPUs, ``xla_fn`` elsewhere (chosen when lowering)."""
+def _on_platform(pallas_fn, xla_fn, args: tuple, epsilon: float, **keyword_arrays):
+    """``pallas_fn`` on CUDA GPUs, ``xla_fn`` elsewhere (chosen when lowering); ``keyword_arrays``: arrays
+    (or tuples of them, or ``None``) passed by keyword, static keywords bound with ``functools.partial``."""
+    names = list(keyword_arrays)
 
     def run(fn):
-        return lambda *a: fn(*a[:-1], epsilon, out_mask=a[-1])
+        return lambda *a: fn(*a[:len(args)], epsilon, **dict(zip(names, a[len(args):], strict=True)))
 
-    return jax.lax.platform_dependent(*args, out_mask, cuda=run(pallas_fn), default=run(xla_fn))
-
-
-def _forward(proj, hmask, out_mask, kernels, scale, bias, epsilon):
-    return _on_platform(pallas_forward, xla_forward, (proj, hmask, kernels, scale, bias), out_mask, epsilon)
+    return jax.lax.platform_dependent(*args, *keyword_arrays.values(), cuda=run(pallas_fn), default=run(xla_fn))
 
 
 def fused_chain(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                epsilon: float, out_mask: Array | None = None) -> tuple[Array, Array, Array]:
-    """The chain's hidden outputs ``hcat`` (n, L*w) in layer order, batch means and biased variances (L, w).
+                epsilon: float, out_mask: Array | None = None, running: tuple[Array, ...] = (),
+                update: RunningUpdate | None = None) -> tuple:
+    """The chain's hidden outputs ``hcat`` (n, L*w) in layer order, batch means and biased variances (L, w),
+    and with ``update`` the ``running`` statistics updated.
 
     ``proj`` (L, n, w): each layer's input-segment product plus bias, in the compute dtype; ``hmask``
     (L-1, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-2}``; ``kernels`` (L-1, w, w): the
     ``h``-rows of layers 1..L-1's kernels, in the compute dtype; ``scale``, ``bias`` (L, w): BatchNorm's;
     ``out_mask`` (L, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-1}`` for the output Dense,
-    applied to the returned ``hcat`` inside the kernels (``SpinalDense`` passes it when ``FOLD_OUT_MASK``).
+    applied to the returned ``hcat`` inside the kernels (``SpinalDense`` passes it when ``FOLD_OUT_MASK``);
+    ``running``: the stored running statistics, where ``update`` (``RunningUpdate``) says (``SpinalDense``
+    passes them when ``UPDATE_RUNNING_STATS``; no gradient flows into or out of them).
     On one CUDA GPU (shapes: see ``applies``) each layer's forward and backward are a Pallas kernel;
     elsewhere XLA ops.
     """
-    return _chain(proj, hmask, out_mask, kernels, scale, bias, epsilon)
+    hcat, mean, var, new_running = _chain(proj, hmask, out_mask, kernels, scale, bias, tuple(running), epsilon,
+                                          update)
+    return (hcat, mean, var) if update is None else (hcat, mean, var, new_running)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _chain(proj, hmask, out_mask, kernels, scale, bias, epsilon):
-    return _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, epsilon)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _chain(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update):
+    return _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update)[0]
 
 
-def _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, epsilon):
-    hcat, z, mean, var, *hout = _forward(proj, hmask, out_mask, kernels, scale, bias, epsilon)
-    return (hout[0] if hout else hcat, mean, var), (hcat, z, hmask, out_mask, kernels, scale, bias, mean, var)
+def _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update):
+    forward = functools.partial(pallas_forward, update=update), functools.partial(xla_forward, update=update)
+    hcat, z, mean, var, *rest = _on_platform(*forward, (proj, hmask, kernels, scale, bias), epsilon,
+                                             out_mask=out_mask, running=running if update is not None else ())
+    hout = rest[0] if out_mask is not None else hcat
+    new_running = tuple(rest[out_mask is not None:])
+    residuals = (hcat, z, hmask, out_mask, kernels, scale, bias, mean, var)
+    return (hout, mean, var, new_running), residuals
 
 
-def _chain_bwd(epsilon, res, cotangents):
+def _chain_bwd(epsilon, update, res, cotangents):
     hcat, z, hmask, out_mask, kernels, scale, bias, mean, var = res
-    dhout, dmean, dvar = cotangents
+    dhout, dmean, dvar, _ = cotangents
     args = (hcat, z, hmask, kernels, scale, mean, var, dhout.astype(hcat.dtype), dmean, dvar)
-    dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, out_mask, epsilon)
+    dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, epsilon, out_mask=out_mask)
     L, n, w = z.shape
 
     def by_layer(a: Array) -> Array:  # (n, k*w) -> (k, n, w)
@@ -444,7 +503,9 @@ def _chain_bwd(epsilon, res, cotangents):
         dhmask = (jnp.einsum("lnw,lvw->lnv", dz[1:], kernels, preferred_element_type=acc) * h_in).astype(hmask.dtype)
     if out_mask is not None:
         dout_mask = (by_layer(dhout) * by_layer(hcat)).astype(out_mask.dtype)
-    return dz, dhmask, dout_mask, dkernels.astype(kernels.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+    # None: no gradient for the running statistics (and none kept alive for it, so they update in place).
+    return (dz, dhmask, dout_mask, dkernels.astype(kernels.dtype), dscale.astype(scale.dtype),
+            dbias.astype(bias.dtype), None)
 
 
 _chain.defvjp(_chain_fwd, _chain_bwd)

@@ -173,9 +173,10 @@ def _fused_hidden(
     parameter form, per-layer lists in the per-layer form).
 
     The input-segment products of all layers are one batched matmul (off the sequential path). Each
-    layer's running statistics are updated from its own stored ones, not stacked and sliced back: on a
-    GPU, XLA copied each slice of such a stack into the training loop's carry (8 copies a step for
-    the VGG-5 head, PERF_NOTES.md rounds 13 and 20)."""
+    layer's running statistics are updated from its own stored ones, not stacked and sliced back (on a
+    GPU, XLA copied each slice of such a stack into the training loop's carry: 8 copies a step for the
+    VGG-5 head, PERF_NOTES.md rounds 13 and 20): in place by the chain's kernels with
+    ``fused_chain.UPDATE_RUNNING_STATS``, else by XLA after the chain."""
     L, s, n = plan.num_layers, plan.segment_size, x.shape[0]
     kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, True)
     kern, bias, bn = _rest_layers(params, batch_stats, plan, True)
@@ -189,20 +190,31 @@ def _fused_hidden(
     scale, bn_bias = (jnp.concatenate([a0[None], a]) for a0, a in zip(bn0[:2], bn[:2], strict=True))
     hmask = None if masks is None else masks[1:, :, s:]
     fold = fused_chain.FOLD_OUT_MASK
-    hcat, mean, var = fused_chain.fused_chain(
-        proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask if fold else None
-    )
+    stacked = "bn_stack" in batch_stats
+    # The stored running statistics as they are (per layer, or layer 0's and the stack of the others).
+    stored = [bn0[2:], bn[2:]] if stacked else [bn0[2:]] + [_bn_tuple(params, batch_stats, f"bn_{k}")[2:]
+                                                             for k in range(1, L)]
+    if fused_chain.UPDATE_RUNNING_STATS:  # inside the chain's kernels
+        layout = tuple((0, 1, -1) if k == 0 else (2, 3, k - 1) if stacked else (2 * k, 2 * k + 1, -1)
+                       for k in range(L))
+        hcat, _, _, running = fused_chain.fused_chain(
+            proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask if fold else None,
+            running=tuple(a for pair in stored for a in pair),
+            update=fused_chain.RunningUpdate(layout, momentum, unbiased_running_var),
+        )
+        new = [running[i:i + 2] for i in range(0, len(running), 2)]
+    else:
+        hcat, mean, var = fused_chain.fused_chain(
+            proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask if fold else None
+        )
+        rows = [0, slice(1, L)] if stacked else list(range(L))
+        new = [updated_running_stats(*pair, mean[r], var[r], n, momentum, unbiased_running_var)
+               for pair, r in zip(stored, rows, strict=True)]
     if out_mask is not None and not fold:
         hcat = hcat * jnp.transpose(out_mask, (1, 0, 2)).reshape(n, L * plan.layer_width)
-
-    def update(running: tuple[Array, Array], rows: Any) -> tuple[Array, Array]:
-        return updated_running_stats(*running, mean[rows], var[rows], n, momentum, unbiased_running_var)
-
-    new0 = update(bn0[2:], 0)
-    if "bn_stack" in batch_stats:
-        return hcat, new0, update(bn[2:], slice(1, L))
-    rest = [update(_bn_tuple(params, batch_stats, f"bn_{k}")[2:], k) for k in range(1, L)]
-    return hcat, new0, ([m for m, _ in rest], [v for _, v in rest])
+    if stacked:
+        return hcat, tuple(new[0]), tuple(new[1])
+    return hcat, tuple(new[0]), ([m for m, _ in new[1:]], [v for _, v in new[1:]])
 
 
 def spinal_forward(

@@ -29,6 +29,17 @@ def _out_mask(key, L, n, w, dtype):
     return (jax.random.bernoulli(key, 0.5, (L, n, w)) * 2.0).astype(dtype)
 
 
+def _running(key, L, w, stacked):
+    """Stored running statistics (means, positive variances) in the per-layer or the stacked layout, and the
+    ``RunningUpdate`` saying where each layer's are (PyTorch's momentum and unbiased variance)."""
+    shapes = [(w,), (w,)] + ([(L - 1, w)] * 2 if stacked else [(w,)] * (2 * (L - 1)))
+    ks = jax.random.split(key, len(shapes))
+    running = tuple(jax.random.normal(k, sh) if i % 2 == 0 else jax.random.uniform(k, sh, minval=0.5, maxval=2.0)
+                    for i, (k, sh) in enumerate(zip(ks, shapes, strict=True)))
+    layout = tuple((0, 1, -1) if k == 0 else (2, 3, k - 1) if stacked else (2 * k, 2 * k + 1, -1) for k in range(L))
+    return running, fused_chain.RunningUpdate(layout, 0.9, True)
+
+
 def _cotangents(key, L, n, w, dtype):
     ks = jax.random.split(key, 3)
     return (jax.random.normal(ks[0], (n, L * w)).astype(dtype),
@@ -50,21 +61,28 @@ _FORMS = {"one_kernel": (True, False), "per_layer": (False, False), "merged_edge
                          [(4, 100, 128, True, True), (3, 37, 32, False, True), (2, 16, 16, True, False)])
 def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, form):
     """Forward outputs (hidden outputs, pre-activations, statistics, with ``out_mask`` the masked hidden
-    outputs) and the backward's outputs of the Pallas programs (a kernel a pass; a kernel a layer with
-    one program per ``COLUMNS`` columns; the same with the layers without a product inside their
-    neighbours' kernels) equal the XLA form's, the rows past ``n`` (to the block's power of two) masked out."""
+    outputs, with ``update`` the running statistics updated, per layer or stacked) and the backward's outputs
+    of the Pallas programs (a kernel a pass; a kernel a layer with one program per ``COLUMNS`` columns; the
+    same with the layers without a product inside their neighbours' kernels) equal the XLA form's, the rows
+    past ``n`` (to the block's power of two) masked out."""
     one_kernel, merge_edge = _FORMS[form]
     eps = 1e-5
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, dtype, masked)
     out_mask = _out_mask(jax.random.PRNGKey(2), L, n, w, dtype) if out_masked else None
-    want = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask)
-    got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask, interpret=True,
-                                     one_kernel=one_kernel, merge_edge=merge_edge)
-    assert len(got) == (5 if out_masked else 4)
+    running, update = _running(jax.random.PRNGKey(3), L, w, stacked=L == 3)
+    want = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask, running=running,
+                                   update=update)
+    got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask, running=running,
+                                     update=update, interpret=True, one_kernel=one_kernel, merge_edge=merge_edge)
+    assert len(got) == (5 if out_masked else 4) + len(running)
+    moved = fused_chain.xla_running_update(running, got[2], got[3], n, update)
+    assert not np.allclose(moved[0], running[0])  # the update moves them
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol)
+    for a, b in zip(got[-len(running):], moved, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     hcat, z, mean, var = want[:4]
     dh, dmean, dvar = _cotangents(jax.random.PRNGKey(1), L, n, w, dtype)
     args = (hcat, z, hmask, kernels, scale, mean, var, dh, dmean, dvar, eps)
@@ -106,9 +124,10 @@ def test_custom_gradient_equals_autodiff_float64(masked):
 
 @pytest.mark.parametrize("form", list(_FORMS))
 def test_kernels_lower_to_triton_for_cuda(monkeypatch, form):
-    """The forward and the gradient (both dropout masks on) lower for CUDA from this CPU machine (the Pallas
-    lowering, with the barrier's atomics and wait loop; compiling the Triton IR needs the GPU): each pass
-    one Triton call, one a layer, or one a layer but the edge layer."""
+    """The forward and the gradient (both dropout masks on; the gradient with the running statistics updated
+    in the kernels) lower for CUDA from this CPU machine (the Pallas lowering, with the barrier's atomics and
+    wait loop; compiling the Triton IR needs the GPU): each pass one Triton call, one a layer, or one a layer
+    but the edge layer; the running statistics go in and out of the forward's calls as aliased buffers."""
     one_kernel, merge_edge = _FORMS[form]
     monkeypatch.setattr(fused_chain, "ONE_KERNEL_A_PASS", one_kernel)
     monkeypatch.setattr(fused_chain, "MERGE_EDGE_LAYERS", merge_edge)
@@ -121,10 +140,21 @@ def test_kernels_lower_to_triton_for_cuda(monkeypatch, form):
         hcat, mean, var = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5, out_mask)
         return jnp.sum(hcat.astype(jnp.float32) ** 2) + jnp.sum(mean) + jnp.sum(var)
 
-    forward = jax.jit(loss).trace(proj, kernels, scale, bias).lower(lowering_platforms=("cuda",)).as_text()
+    def lowered(fn, **kwargs):
+        return jax.jit(fn, **kwargs).trace(proj, kernels, scale, bias).lower(lowering_platforms=("cuda",)).as_text()
+
+    forward = lowered(loss)
     assert forward.count("__gpu$xla.gpu.triton") == calls
-    both = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).trace(proj, kernels, scale, bias)
-    assert both.lower(lowering_platforms=("cuda",)).as_text().count("__gpu$xla.gpu.triton") == 2 * calls
+    running, update = _running(jax.random.PRNGKey(2), L, w, stacked=False)
+
+    def loss_and_running(proj, kernels, scale, bias):
+        hcat, _, _, new = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5, out_mask, running, update)
+        return jnp.sum(hcat.astype(jnp.float32) ** 2), new
+
+    aliases = lowered(loss_and_running).count("output_operand_alias<") - forward.count("output_operand_alias<")
+    assert aliases == len(running) * calls  # every forward call updates them in place
+    both = lowered(jax.grad(loss_and_running, argnums=(0, 1, 2, 3), has_aux=True))
+    assert both.count("__gpu$xla.gpu.triton") == 2 * calls
 
 
 def test_dispatch_rules():
@@ -141,14 +171,17 @@ def _v3_head(stack_layers, weight_sharing=None):
     )
 
 
-@pytest.mark.parametrize("fold_out_mask", [False, True])
+@pytest.mark.parametrize(("fold_out_mask", "update_running_stats"), [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize(("stack_layers", "weight_sharing"), [(False, None), (True, None), (False, (0, 1, 2, 1))])
-def test_spinal_dense_fused_equals_unfused(monkeypatch, stack_layers, weight_sharing, fold_out_mask):
+def test_spinal_dense_fused_equals_unfused(monkeypatch, stack_layers, weight_sharing, fold_out_mask,
+                                           update_running_stats):
     """A V3 head (dropout, BatchNorm, ReLU) trained one step through the fused chain (its XLA form
-    here; the output dropout's mask applied by the chain or after it) gives the unfused chain's outputs,
-    parameter gradients, input gradient and running statistics, with the same dropout masks."""
+    here; the output dropout's mask applied by the chain or after it; the running statistics updated by the
+    chain or after it) gives the unfused chain's outputs, parameter gradients, input gradient and running
+    statistics, with the same dropout masks."""
     assert heads.DEFAULT_DROPOUT["v3"] == 0.5
     monkeypatch.setattr(fused_chain, "FOLD_OUT_MASK", fold_out_mask)
+    monkeypatch.setattr(fused_chain, "UPDATE_RUNNING_STATS", update_running_stats)
     model = _v3_head(stack_layers, weight_sharing)
     x = jax.random.normal(jax.random.PRNGKey(4), (50, 64)) + 0.3
     variables = model.init(jax.random.PRNGKey(5), x)
