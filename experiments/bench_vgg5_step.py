@@ -273,18 +273,24 @@ _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "ma
               "nokernelrunningstats")
 
 
+#: what ``variant`` may patch, restored after each run: (module or class, attribute).
+_PATCHED = (
+    (mnist, "max_pool"), (normalization, "batch_norm_train"), (layers, "SCAN_UNROLL_MAX"),
+    (common, "PATCH_CONV_MAX_CHANNELS"), (common, "MATMUL_CONV_MAX_PIXELS"), (schedules, "updates_one_vector"),
+    (steps, "train_chunk"), (column_sums, "PALLAS_MIN_ROWS"), (fused_chain, "ENABLED"), (fused_chain, "_NUM_WARPS"),
+    (fused_chain, "COLUMNS"), (fused_chain, "ONE_KERNEL_A_PASS"), (normalization, "SKIP_CANCELLED_BIAS_GRADIENT"),
+    (common, "conv_as_matmul"), (steps, "KERNELS_OUTPUT_MAJOR"), (steps, "PREPARED_INPUTS_MAX_BYTES"),
+    (nn.Dropout, "__call__"), (jax.lax, "scan"), (steps, "GPU_COMPILER_OPTIONS_MODELS"),
+    (common, "MATMUL_ROWS_MULTIPLE"), (fused_chain, "FOLD_OUT_MASK"), (fused_chain, "MERGE_EDGE_LAYERS"),
+    (loop, "convolutions_slow_in_loops"), (fused_chain, "UPDATE_RUNNING_STATS"),
+)
+
+
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
     """Patch the model's building blocks to ``name``'s versions while the run is built and traced
     (see the module docstring)."""
-    saved = (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
-             common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
-             steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
-             fused_chain.ONE_KERNEL_A_PASS,
-             normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
-             steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
-             common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK, fused_chain.MERGE_EDGE_LAYERS,
-             loop.convolutions_slow_in_loops, fused_chain.UPDATE_RUNNING_STATS)
+    saved = [getattr(owner, attribute) for owner, attribute in _PATCHED]
     parts = name.split("+")
     unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"(unroll|matmulrows)\d+", p)]
     if unknown:
@@ -366,14 +372,8 @@ def variant(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        (mnist.max_pool, normalization.batch_norm_train, layers.SCAN_UNROLL_MAX,
-         common.PATCH_CONV_MAX_CHANNELS, common.MATMUL_CONV_MAX_PIXELS, schedules.updates_one_vector,
-         steps.train_chunk, column_sums.PALLAS_MIN_ROWS, fused_chain.ENABLED, fused_chain._NUM_WARPS, fused_chain.COLUMNS,
-         fused_chain.ONE_KERNEL_A_PASS,
-         normalization.SKIP_CANCELLED_BIAS_GRADIENT, common.conv_as_matmul, steps.KERNELS_OUTPUT_MAJOR,
-         steps.PREPARED_INPUTS_MAX_BYTES, nn.Dropout.__call__, jax.lax.scan, steps.GPU_COMPILER_OPTIONS_MODELS,
-         common.MATMUL_ROWS_MULTIPLE, fused_chain.FOLD_OUT_MASK, fused_chain.MERGE_EDGE_LAYERS,
-         loop.convolutions_slow_in_loops, fused_chain.UPDATE_RUNNING_STATS) = saved
+        for (owner, attribute), value in zip(_PATCHED, saved, strict=True):
+            setattr(owner, attribute, value)
         layers.batch_norm_train = normalization.batch_norm_train
         common.TorchConv = _LIBRARY_TORCH_CONV
 
