@@ -476,7 +476,7 @@ def _chain(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update
 def _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update):
     forward = functools.partial(pallas_forward, update=update), functools.partial(xla_forward, update=update)
     hcat, z, mean, var, *rest = _on_platform(*forward, (proj, hmask, kernels, scale, bias), epsilon,
-                                             out_mask=out_mask, running=running if update is not None else ())
+                                             out_mask=out_mask, running=running)
     hout = rest[0] if out_mask is not None else hcat
     new_running = tuple(rest[out_mask is not None:])
     residuals = (hcat, z, hmask, out_mask, kernels, scale, bias, mean, var)
