@@ -15,11 +15,9 @@ the figures as JSON (``--out``) and exits 1 where one is over; ``--checks`` runs
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import sys
-from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -165,31 +163,17 @@ def check_head_step(dtype) -> dict[str, float]:
     return _ratios(*named, ERROR_FLOOR[jnp.dtype(dtype).name], floors)
 
 
-@contextlib.contextmanager
-def _switched_on(flag: str) -> Iterator[None]:
-    """``fused_chain``'s ``flag`` on for the block."""
-    saved = getattr(fused_chain, flag)
-    setattr(fused_chain, flag, True)
-    try:
-        yield
-    finally:
-        setattr(fused_chain, flag, saved)
-
-
 def check_head_step_kernel_running_stats(dtype) -> dict[str, float]:
     """``check_head_step`` with the running statistics updated in the chain's kernels (``UPDATE_RUNNING_STATS``)."""
-    with _switched_on("UPDATE_RUNNING_STATS"):
+    saved, fused_chain.UPDATE_RUNNING_STATS = fused_chain.UPDATE_RUNNING_STATS, True
+    try:
         return check_head_step(dtype)
-
-
-def check_head_step_params_in_place(dtype) -> dict[str, float]:
-    """``check_head_step`` with the chain reading parameters and masks where they are stored (``PARAMS_IN_PLACE``)."""
-    with _switched_on("PARAMS_IN_PLACE"):
-        return check_head_step(dtype)
+    finally:
+        fused_chain.UPDATE_RUNNING_STATS = saved
 
 
 CHECKS = (check_kernels, check_kernels_per_layer, check_kernels_merged_edges, check_one_kernel_bitwise, check_head_step,
-          check_head_step_kernel_running_stats, check_head_step_params_in_place)
+          check_head_step_kernel_running_stats)
 
 
 def main() -> int:
@@ -206,8 +190,7 @@ def main() -> int:
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "error_floor": ERROR_FLOOR,
               "ratio_limit": RATIO_LIMIT, "one_kernel_a_pass": fused_chain.ONE_KERNEL_A_PASS,
               "merge_edge_layers": fused_chain.MERGE_EDGE_LAYERS,
-              "update_running_stats": fused_chain.UPDATE_RUNNING_STATS,
-              "params_in_place": fused_chain.PARAMS_IN_PLACE, "checks": {}}
+              "update_running_stats": fused_chain.UPDATE_RUNNING_STATS, "checks": {}}
     failed = []
     for dtype in (jnp.float32, jnp.bfloat16):
         name = jnp.dtype(dtype).name

@@ -16,8 +16,6 @@ dropout mask, the kernels can also write the masked hidden outputs and apply the
 so that no elementwise kernel runs between the chain and the output Dense in either pass
 (``FOLD_OUT_MASK``). Given the stored running statistics, the forward kernels also update them in place
 (``UPDATE_RUNNING_STATS``), so that no small XLA kernel a layer and statistic does it after the chain.
-The parameters and masks can be read where they are stored (``LayerParams``, ``PARAMS_IN_PLACE``), so that
-XLA need not stack and slice them into the kernels' operands first.
 Elsewhere (CPU, other GPUs) the same function runs as XLA ops; the tests run the kernels in interpret mode
 against them. ``experiments/results/PERF_NOTES.md`` (rounds 6, 19 and 20) has the measurements, including
 a first version that ran the whole chain as one program on one SM (slower than XLA).
@@ -25,7 +23,6 @@ a first version that ran the whole chain as one program on one SM (slower than X
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -58,66 +55,9 @@ MERGE_EDGE_LAYERS = False
 #: after the chain (8 for the VGG-5 head, ~9.5 µs a step on an H100: PERF_NOTES.md, round 22). On since round
 #: 23 (the bf16 SpinalVGG epoch 6 ms shorter on an H100).
 UPDATE_RUNNING_STATS = True
-#: ``SpinalDense`` hands ``fused_chain`` each layer's kernel, hidden bias, BatchNorm parameters and dropout
-#: mask where they are stored (``LayerParams``); the kernels read the rows and columns they need, cast them
-#: and add the hidden biases themselves, instead of XLA stacking, slicing and adding first (five small
-#: kernels a step for the VGG-5 head, ~6.6 µs on an H100: PERF_NOTES.md, round 22). Off until measured.
-PARAMS_IN_PLACE = False
 
 Array = jax.Array
 _F32 = jnp.float32
-
-
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["arrays"], meta_fields=["where", "start"])
-@dataclasses.dataclass(frozen=True)
-class LayerParams:
-    """One per-layer operand of the chain, as stored: layer ``k``'s is ``arrays[i]`` (``row`` = -1) or
-    ``arrays[i][row]`` for ``(i, row) = where[k]``, from ``start`` (one offset an axis) to its end.
-
-    E.g. the kernels of layers 1..L-1 as ``(s + w, w)`` arrays with ``start=(s, 0)`` (their ``h``-rows), or a
-    stack ``(L, n, s + w)`` of dropout multipliers with ``start=(0, s)``. ``as_layers`` wraps a stack."""
-
-    arrays: tuple[Array, ...]
-    where: tuple[tuple[int, int], ...]
-    start: tuple[int, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.where)
-
-    def window(self, a: Array) -> Array:
-        """``a`` (one layer's array) from ``start`` on."""
-        return a[tuple(slice(b, None) for b in self.start)] if any(self.start) else a
-
-    def layer(self, k: int) -> Array:
-        """Layer ``k``'s array (its window)."""
-        i, row = self.where[k]
-        return self.window(self.arrays[i] if row < 0 else self.arrays[i][row])
-
-    def stacked(self) -> Array:
-        """All layers' windows stacked along a new first axis."""
-        return jnp.stack([self.layer(k) for k in range(len(self))])
-
-    def gradient(self, per_layer: Array, dtype: Any = None) -> LayerParams:
-        """The gradient of ``arrays`` given each layer's window's (stacked along axis 0), rounded to ``dtype``
-        first when given (as the gradient of an ``astype(dtype)`` would be); zero outside the windows."""
-        grads = [jnp.zeros_like(a) for a in self.arrays]
-        for k, (i, row) in enumerate(self.where):
-            g = per_layer[k] if dtype is None else per_layer[k].astype(dtype)
-            at = ((row,) if row >= 0 else ()) + tuple(slice(b, None) for b in self.start)
-            grads[i] = grads[i].at[at].add(g.astype(grads[i].dtype))
-        return LayerParams(tuple(grads), self.where, self.start)
-
-
-def as_layers(a: Array | LayerParams | None) -> LayerParams | None:
-    """``a`` as ``LayerParams``: a stack (layers along axis 0) becomes one array read row by row."""
-    if a is None or isinstance(a, LayerParams):
-        return a
-    return LayerParams((a,), tuple((0, k) for k in range(a.shape[0])))
-
-
-#: a per-layer operand: a stack (layers along axis 0) or ``LayerParams``; a mask may be ``None``
-Params = Array | LayerParams
-Mask = Array | LayerParams | None
 
 
 class RunningUpdate(NamedTuple):
@@ -175,31 +115,23 @@ def _normalized(z: Array, rows: int, epsilon: float) -> tuple[Array, Array, Arra
     return centred, mean, var, jax.lax.rsqrt(var + epsilon)
 
 
-def _with_bias(proj: Array, hidden_bias: Array) -> Array:
-    """``proj + hidden_bias`` rounded to ``proj``'s dtype, as XLA adds a bias cast to it."""
-    acc = stats_dtype(proj.dtype)
-    return (proj.astype(acc) + hidden_bias.astype(proj.dtype).astype(acc)).astype(proj.dtype)
-
-
-def xla_forward(proj: Array, hmask: Mask, kernels: Params, scale: Params, bias: Params,
+def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
                 epsilon: float, *, out_mask: Array | None = None, running: tuple[Array, ...] = (),
-                update: RunningUpdate | None = None, hidden_bias: Params | None = None) -> tuple[Array, ...]:
+                update: RunningUpdate | None = None) -> tuple[Array, ...]:
     """``(hcat (n, L*w), z (L, n, w), mean (L, w), var (L, w))``: the chain as XLA ops; with ``out_mask``
     (L, n, w) also ``hcat`` times it (the output Dense's dropout), ``(n, L*w)``; with ``update``, the
-    ``running`` arrays updated (``xla_running_update``), last. Operands as for ``fused_chain``."""
-    hmask, kernels, scale, bias, hidden_bias = map(as_layers, (hmask, kernels, scale, bias, hidden_bias))
+    ``running`` arrays updated (``xla_running_update``), last."""
     L, n, _ = proj.shape
     dtype, acc = proj.dtype, stats_dtype(proj.dtype)
     hs, zs, means, variances = [], [], [], []
     for k in range(L):
-        z = proj[k] if hidden_bias is None else _with_bias(proj[k], hidden_bias.layer(k))
-        z = z.astype(acc)
+        z = proj[k].astype(acc)
         if k:
-            hm = hs[-1] if hmask is None else hs[-1] * hmask.layer(k - 1)
-            z = z + jnp.dot(hm, kernels.layer(k - 1).astype(dtype), preferred_element_type=acc)
+            hm = hs[-1] if hmask is None else hs[-1] * hmask[k - 1]
+            z = z + jnp.dot(hm, kernels[k - 1], preferred_element_type=acc)
         z = z.astype(dtype)
         centred, mean, var, inv = _normalized(z, n, epsilon)
-        y = centred * (inv * scale.layer(k).astype(acc)) + bias.layer(k).astype(acc)
+        y = centred * (inv * scale[k].astype(acc)) + bias[k].astype(acc)
         hs.append(jax.nn.relu(y).astype(dtype))
         zs.append(z)
         means.append(mean)
@@ -221,12 +153,11 @@ def _bn_backward(g: Array, centred: Array, inv: Array, scale: Array, dmean: Arra
     return dz, sum_gx, sum_g
 
 
-def xla_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: Params,
+def xla_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
                  mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
                  epsilon: float, *, out_mask: Array | None = None) -> tuple[Array, Array, Array]:
     """``(dz (L, n, w), dscale (L, w), dbias (L, w))``: the chain's backward as XLA ops (``dhcat``: the
     gradient of the hidden outputs, or of their product with ``out_mask`` when given)."""
-    hmask, kernels, scale = map(as_layers, (hmask, kernels, scale))
     L, n, w = z.shape
     acc = stats_dtype(z.dtype)
     dzs, dscales, dbiases = [None] * L, [None] * L, [None] * L
@@ -240,13 +171,13 @@ def xla_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: Par
         g = jnp.where(hcat[:, k * w:(k + 1) * w] > 0, g, 0.0)
         centred = z[k].astype(acc) - mean[k]
         dz, dscales[k], dbiases[k] = _bn_backward(
-            g, centred, jax.lax.rsqrt(var[k] + epsilon), scale.layer(k), dmean[k], dvar[k], n
+            g, centred, jax.lax.rsqrt(var[k] + epsilon), scale[k], dmean[k], dvar[k], n
         )
         dzs[k] = dz.astype(z.dtype)
         if k:
-            carry = jnp.dot(dzs[k], kernels.layer(k - 1).astype(z.dtype).T, preferred_element_type=acc)
+            carry = jnp.dot(dzs[k], kernels[k - 1].T, preferred_element_type=acc)
             if hmask is not None:
-                carry = carry * hmask.layer(k - 1).astype(acc)
+                carry = carry * hmask[k - 1].astype(acc)
     return jnp.stack(dzs), jnp.stack(dscales), jnp.stack(dbiases)
 
 
@@ -256,28 +187,6 @@ def xla_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: Par
 def _index(k: int) -> Array:
     """A static layer index as an int32 scalar (Pallas' interpret mode does not take Python ints in ref indices)."""
     return jnp.int32(k)
-
-
-def _layer_at(refs: list, params: LayerParams, k: int, *index):
-    """``index`` (one a layer's axis, its window's offsets not added) into layer ``k``'s array, as a view of
-    its ref in ``refs`` (``params.arrays``' refs); one indexer, as Triton's lowering needs."""
-    i, row = params.where[k]
-    return refs[i].at[index if row < 0 else (_index(row), *index)]
-
-
-def _offset(params: LayerParams, axis: int) -> int:
-    """Where ``params``' window starts on ``axis`` of a layer's array."""
-    return params.start[axis] if params.start else 0
-
-
-def _split(refs, groups: list[LayerParams | None]) -> list[list]:
-    """``refs`` cut into one list a group (its ``arrays``' refs; ``[]`` for ``None``), then the rest."""
-    out, i = [], 0
-    for group in groups:
-        count = 0 if group is None else len(group.arrays)
-        out.append(list(refs[i:i + count]))
-        i += count
-    return [*out, list(refs[i:])]
 
 
 def _rows_inside(block: int, rows: int, width: int) -> Array:
@@ -387,19 +296,16 @@ def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one
     return buffers
 
 
-def pallas_forward(proj: Array, hmask: Mask, kernels: Params, scale: Params, bias: Params,
+def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
                    epsilon: float, *, out_mask: Array | None = None, running: tuple[Array, ...] = (),
-                   update: RunningUpdate | None = None, hidden_bias: Params | None = None,
-                   interpret: bool = False, one_kernel: bool | None = None,
-                   merge_edge: bool | None = None) -> tuple[Array, ...]:
+                   update: RunningUpdate | None = None, interpret: bool = False,
+                   one_kernel: bool | None = None, merge_edge: bool | None = None) -> tuple[Array, ...]:
     """``xla_forward`` as Pallas programs (``interpret=True`` runs them on any backend, for tests); one
     kernel for the pass, or one a layer (``one_kernel``; default ``ONE_KERNEL_A_PASS``), the first layer
     inside the second's kernel (``merge_edge``; default ``MERGE_EDGE_LAYERS``)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
-    hmask, kernels, scale, bias, hidden_bias = map(as_layers, (hmask, kernels, scale, bias, hidden_bias))
-    groups = [hmask, kernels, scale, bias, hidden_bias]
     L, n, w = proj.shape
     dtype = proj.dtype
     block = _block_rows(n)
@@ -414,34 +320,31 @@ def pallas_forward(proj: Array, hmask: Mask, kernels: Params, scale: Params, bia
     outputs += tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in running)
 
     def layer(k: int, first, cb: int, in_refs, out_refs, prev: Array | None, own) -> Array:
-        mask_refs, kern_refs, scale_refs, bias_refs, hb_refs, out_mask_ref = _split(in_refs[1:], groups)
+        proj_ref, *in_refs = in_refs
+        mask_ref = in_refs.pop(0) if masked else None
+        kern_ref, scale_ref, bias_ref, *out_mask_ref = in_refs
         hcat_ref, z_ref, mean_ref, var_ref = out_refs[:4]
         hout_ref, running_refs = out_refs[4:4 + len(out_mask_ref)], out_refs[4 + len(out_mask_ref):]
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
         own_cols = _own_columns(first, cb, own)
         stored = inside if own_cols is None else inside & own_cols[None, :]
-        z = plgpu.load(in_refs[0].at[_index(k), rows, cols], mask=inside, other=0)
-        if hidden_bias is not None:
-            z = jnp.where(inside, _with_bias(z, _layer_at(hb_refs, hidden_bias, k, cols)[...]), 0)  # rows past n: 0
-        z = z.astype(_F32)
+        z = plgpu.load(proj_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
         if k:
             whole = _rows_inside(block, n, w)
             hm = prev if prev is not None else plgpu.load(hcat_ref.at[rows, pl.ds((k - 1) * w, w)], mask=whole,
                                                           other=0)
             if masked:
-                mask_ref = _layer_at(mask_refs, hmask, k - 1, rows, pl.ds(_offset(hmask, 1), w))
-                hm = hm * plgpu.load(mask_ref, mask=whole, other=0)
-            kern_ref = _layer_at(kern_refs, kernels, k - 1, pl.ds(_offset(kernels, 0), w), cols)
-            z = z + jnp.dot(hm, kern_ref[...].astype(dtype), preferred_element_type=_F32)
+                hm = hm * plgpu.load(mask_ref.at[_index(k - 1), rows, :], mask=whole, other=0)
+            z = z + jnp.dot(hm, kern_ref.at[_index(k - 1), :, cols][...], preferred_element_type=_F32)
         z = z.astype(dtype)
         plgpu.store(z_ref.at[_index(k), rows, cols], z, mask=stored)
         zf = z.astype(_F32)  # 0 in the rows past n
         mean = jnp.sum(zf, axis=0) / n
         centred = jnp.where(inside, zf - mean[None, :], 0.0)
         var = jnp.sum(centred * centred, axis=0) / n
-        gain = jax.lax.rsqrt(var + epsilon) * _layer_at(scale_refs, scale, k, cols)[...].astype(_F32)
-        y = centred * gain[None, :] + _layer_at(bias_refs, bias, k, cols)[...].astype(_F32)[None, :]
+        gain = jax.lax.rsqrt(var + epsilon) * scale_ref.at[_index(k), cols][...].astype(_F32)
+        y = centred * gain[None, :] + bias_ref.at[_index(k), cols][...].astype(_F32)[None, :]
         h = jnp.where(inside, jnp.maximum(y, 0.0), 0.0).astype(dtype)
         in_hcat = (rows, pl.ds(k * w + first, cb))
         plgpu.store(hcat_ref.at[in_hcat], h, mask=stored)
@@ -460,14 +363,13 @@ def pallas_forward(proj: Array, hmask: Mask, kernels: Params, scale: Params, bia
                 _store_vector(ref, value.astype(ref.dtype), own_cols)
         return h
 
-    fixed = [proj, *(a for group in groups if group is not None for a in group.arrays)]
-    fixed += [] if out_mask is None else [out_mask]
+    fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias] + ([] if out_mask is None else [out_mask])
     one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
     merge = MERGE_EDGE_LAYERS if merge_edge is None else merge_edge
     return _pass(layer, range(L), fixed, outputs, w, one, interpret, merge, tuple(running))
 
 
-def pallas_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: Params,
+def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
                     mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
                     epsilon: float, *, out_mask: Array | None = None, interpret: bool = False,
                     one_kernel: bool | None = None, merge_edge: bool | None = None) -> tuple[Array, Array, Array]:
@@ -476,7 +378,6 @@ def pallas_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: 
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
-    hmask, kernels, scale = map(as_layers, (hmask, kernels, scale))
     L, n, w = z.shape
     block = _block_rows(n)
     masked = hmask is not None
@@ -487,8 +388,9 @@ def pallas_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: 
     )
 
     def layer(k: int, first, cb: int, in_refs, out_refs, prev: Array | None, own) -> Array:
-        mask_refs, kern_refs, scale_refs, rest = _split(in_refs[2:], [hmask, kernels, scale])
-        (h_ref, z_ref), (mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref, *out_mask_ref) = in_refs[:2], rest
+        h_ref, z_ref, *in_refs = in_refs
+        mask_ref = in_refs.pop(0) if masked else None
+        kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref, *out_mask_ref = in_refs
         dz_ref, dscale_ref, dbias_ref = out_refs
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
@@ -502,15 +404,11 @@ def pallas_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: 
             whole = _rows_inside(block, n, w)
             dz_next = prev if prev is not None else plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole,
                                                                other=0)
-            kern_ref = _layer_at(kern_refs, kernels, k, pl.ds(_offset(kernels, 0) + first, cb),
-                                 pl.ds(_offset(kernels, 1), w))
-            carry = jax.lax.dot_general(
-                dz_next, kern_ref[...].astype(z.dtype), (((1,), (1,)), ((), ())), preferred_element_type=_F32,
-            )
-            if masked:
-                mask_ref = _layer_at(mask_refs, hmask, k, rows, pl.ds(_offset(hmask, 1) + first, cb))
-                carry = carry * plgpu.load(mask_ref, mask=inside, other=0).astype(_F32)
-            g = g + carry
+            g = g + jax.lax.dot_general(
+                dz_next, kern_ref.at[_index(k), cols, :][...], (((1,), (1,)), ((), ())),
+                preferred_element_type=_F32,
+            ) * (1.0 if not masked else
+                 plgpu.load(mask_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32))
         h = plgpu.load(h_ref.at[in_hcat], mask=inside, other=0)
         g = jnp.where(h > 0, g, 0.0)
         zf = plgpu.load(z_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
@@ -519,7 +417,7 @@ def pallas_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: 
         sum_g = jnp.sum(g, axis=0)
         sum_gx = jnp.sum(g * (centred * inv[None, :]), axis=0)
         dz = batch_norm_input_gradient(
-            g, centred, inv[None, :], _layer_at(scale_refs, scale, k, cols)[...].astype(_F32)[None, :],
+            g, centred, inv[None, :], scale_ref.at[_index(k), cols][...].astype(_F32)[None, :],
             sum_g[None, :], sum_gx[None, :], dmean_ref.at[_index(k), cols][...][None, :],
             dvar_ref.at[_index(k), cols][...][None, :], n,
         )
@@ -529,8 +427,8 @@ def pallas_backward(hcat: Array, z: Array, hmask: Mask, kernels: Params, scale: 
         _store_vector(dbias_ref.at[_index(k), cols], sum_g, own_cols)
         return dz
 
-    fixed = [hcat, z, *(a for group in (hmask, kernels, scale) if group is not None for a in group.arrays)]
-    fixed += [mean, var, dhcat, dmean, dvar] + ([] if out_mask is None else [out_mask])
+    fixed = [hcat, z] + ([hmask] if masked else []) + [kernels, scale, mean, var, dhcat, dmean, dvar]
+    fixed += [] if out_mask is None else [out_mask]
     one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
     merge = MERGE_EDGE_LAYERS if merge_edge is None else merge_edge
     return _pass(layer, range(L - 1, -1, -1), fixed, outputs, w, one, interpret, merge)
@@ -550,49 +448,44 @@ def _on_platform(pallas_fn, xla_fn, args: tuple, epsilon: float, **keyword_array
     return jax.lax.platform_dependent(*args, *keyword_arrays.values(), cuda=run(pallas_fn), default=run(xla_fn))
 
 
-def fused_chain(proj: Array, hmask: Mask, kernels: Params, scale: Params, bias: Params,
+def fused_chain(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
                 epsilon: float, out_mask: Array | None = None, running: tuple[Array, ...] = (),
-                update: RunningUpdate | None = None, hidden_bias: Params | None = None) -> tuple:
+                update: RunningUpdate | None = None) -> tuple:
     """The chain's hidden outputs ``hcat`` (n, L*w) in layer order, batch means and biased variances (L, w),
     and with ``update`` the ``running`` statistics updated.
 
-    ``proj`` (L, n, w): each layer's input-segment product (plus its bias, unless ``hidden_bias`` is given),
-    in the compute dtype; ``hmask`` (L-1, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-2}``;
-    ``kernels`` (L-1, w, w): the ``h``-rows of layers 1..L-1's kernels; ``scale``, ``bias`` (L, w):
-    BatchNorm's; ``hidden_bias`` (L, w) or ``None``: the hidden layers' biases, added to ``proj`` in the
-    compute dtype. Each of these may instead be ``LayerParams`` (the arrays as stored, e.g. a whole kernel
-    whose ``h``-rows start at row ``s``; ``SpinalDense`` passes them so when ``PARAMS_IN_PLACE``); kernels are
-    cast to the compute dtype where they are read. ``out_mask`` (L, n, w) or ``None``: dropout multipliers
-    on ``h_0 .. h_{L-1}`` for the output Dense, applied to the returned ``hcat`` inside the kernels
-    (``SpinalDense`` passes it when ``FOLD_OUT_MASK``); ``running``: the stored running statistics, where
-    ``update`` (``RunningUpdate``) says (``SpinalDense`` passes them when ``UPDATE_RUNNING_STATS``; no
-    gradient flows into or out of them).
+    ``proj`` (L, n, w): each layer's input-segment product plus bias, in the compute dtype; ``hmask``
+    (L-1, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-2}``; ``kernels`` (L-1, w, w): the
+    ``h``-rows of layers 1..L-1's kernels, in the compute dtype; ``scale``, ``bias`` (L, w): BatchNorm's;
+    ``out_mask`` (L, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-1}`` for the output Dense,
+    applied to the returned ``hcat`` inside the kernels (``SpinalDense`` passes it when ``FOLD_OUT_MASK``);
+    ``running``: the stored running statistics, where ``update`` (``RunningUpdate``) says (``SpinalDense``
+    passes them when ``UPDATE_RUNNING_STATS``; no gradient flows into or out of them).
     On one CUDA GPU (shapes: see ``applies``) each layer's forward and backward are a Pallas kernel;
     elsewhere XLA ops.
     """
-    operands = tuple(map(as_layers, (hmask, kernels, scale, bias, hidden_bias)))
-    hcat, mean, var, new_running = _chain(proj, out_mask, operands, tuple(running), epsilon, update)
+    hcat, mean, var, new_running = _chain(proj, hmask, out_mask, kernels, scale, bias, tuple(running), epsilon,
+                                          update)
     return (hcat, mean, var) if update is None else (hcat, mean, var, new_running)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _chain(proj, out_mask, operands, running, epsilon, update):
-    return _chain_fwd(proj, out_mask, operands, running, epsilon, update)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _chain(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update):
+    return _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update)[0]
 
 
-def _chain_fwd(proj, out_mask, operands, running, epsilon, update):
-    hmask, kernels, scale, bias, hidden_bias = operands
+def _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update):
     forward = functools.partial(pallas_forward, update=update), functools.partial(xla_forward, update=update)
     hcat, z, mean, var, *rest = _on_platform(*forward, (proj, hmask, kernels, scale, bias), epsilon,
-                                             out_mask=out_mask, running=running, hidden_bias=hidden_bias)
+                                             out_mask=out_mask, running=running)
     hout = rest[0] if out_mask is not None else hcat
     new_running = tuple(rest[out_mask is not None:])
-    return (hout, mean, var, new_running), (hcat, z, out_mask, operands, mean, var)
+    residuals = (hcat, z, hmask, out_mask, kernels, scale, bias, mean, var)
+    return (hout, mean, var, new_running), residuals
 
 
 def _chain_bwd(epsilon, update, res, cotangents):
-    hcat, z, out_mask, operands, mean, var = res
-    hmask, kernels, scale, bias, hidden_bias = operands
+    hcat, z, hmask, out_mask, kernels, scale, bias, mean, var = res
     dhout, dmean, dvar, _ = cotangents
     args = (hcat, z, hmask, kernels, scale, mean, var, dhout.astype(hcat.dtype), dmean, dvar)
     dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, epsilon, out_mask=out_mask)
@@ -602,23 +495,18 @@ def _chain_bwd(epsilon, update, res, cotangents):
         return a.reshape(n, -1, w).transpose(1, 0, 2)
 
     h_in = by_layer(hcat[:, : (L - 1) * w])  # h_0 .. h_{L-2}
-    h_read = h_in if hmask is None else h_in * hmask.stacked()
+    h_read = h_in if hmask is None else h_in * hmask
     acc = stats_dtype(z.dtype)
     dkernels = jnp.einsum("lnv,lnw->lvw", h_read, dz[1:], preferred_element_type=acc)
-    # The masks' gradients are unused in training (the masks come from random bits): XLA drops them, as it
-    # drops the hidden biases' when they cancel in BatchNorm (``normalization.stop_cancelled_bias_gradient``).
-    dhmask = dout_mask = dhidden_bias = None
+    # The masks' gradients are unused in training (the masks come from random bits): XLA drops them.
+    dhmask = dout_mask = None
     if hmask is not None:
-        dh_in = jnp.einsum("lnw,lvw->lnv", dz[1:], kernels.stacked().astype(z.dtype), preferred_element_type=acc)
-        dhmask = hmask.gradient(dh_in * h_in)
+        dhmask = (jnp.einsum("lnw,lvw->lnv", dz[1:], kernels, preferred_element_type=acc) * h_in).astype(hmask.dtype)
     if out_mask is not None:
         dout_mask = (by_layer(dhout) * by_layer(hcat)).astype(out_mask.dtype)
-    if hidden_bias is not None:
-        dhidden_bias = hidden_bias.gradient(jnp.sum(dz.astype(acc), axis=1), z.dtype)
-    doperands = (dhmask, kernels.gradient(dkernels, z.dtype), scale.gradient(dscale), bias.gradient(dbias),
-                 dhidden_bias)
     # None: no gradient for the running statistics (and none kept alive for it, so they update in place).
-    return dz, dout_mask, doperands, None
+    return (dz, dhmask, dout_mask, dkernels.astype(kernels.dtype), dscale.astype(scale.dtype),
+            dbias.astype(bias.dtype), None)
 
 
 _chain.defvjp(_chain_fwd, _chain_bwd)

@@ -110,37 +110,17 @@ def _bn_tuple(params: Mapping[str, Any], stats: Mapping[str, Any], name: str) ->
     return (params[name]["scale"], params[name]["bias"], stats[name]["mean"], stats[name]["var"])
 
 
-def _stored(
-    params: Mapping[str, Any], batch_stats: Mapping[str, Any] | None, plan: SpinalPlan, k: int, batch_norm: bool
-) -> tuple[tuple[Array, int], ...]:
-    """Where hidden layer ``k``'s kernel, bias and (with BatchNorm) scale, bias, mean and var are stored,
-    either form: ``(array, row)`` each, ``row`` -1 for an array of the layer's own."""
-    j = plan.reuse[k]
-    if k > 0 and "hidden_stack" in params:
-        bn = tuple((a, k - 1) for a in _bn_tuple(params, batch_stats, "bn_stack")) if batch_norm else ()
-        return (params["hidden_stack"]["kernel"], j - 1), (params["hidden_stack"]["bias"], j - 1), *bn
-    bn = tuple((a, -1) for a in _bn_tuple(params, batch_stats, f"bn_{k}")) if batch_norm else ()
-    return (params[f"hidden_{j}"]["kernel"], -1), (params[f"hidden_{j}"]["bias"], -1), *bn
-
-
 def _layer_params(
     params: Mapping[str, Any], batch_stats: Mapping[str, Any] | None, plan: SpinalPlan, k: int, batch_norm: bool
 ) -> tuple[Array, Array, tuple[Array, ...] | None]:
     """Kernel, bias and (with BatchNorm) (scale, bias, mean, var) of hidden layer ``k``, either form."""
-    kern, bias, *bn = (a if row < 0 else a[row] for a, row in _stored(params, batch_stats, plan, k, batch_norm))
-    return kern, bias, tuple(bn) if batch_norm else None
-
-
-def _layer_operand(stored: Sequence[tuple[Array, int]], start: tuple[int, ...] = ()) -> fused_chain.LayerParams:
-    """A chain operand read where it is stored: one ``(array, row)`` a layer, each array passed once."""
-    arrays: list[Array] = []
-    where = []
-    for a, row in stored:
-        i = next((i for i, b in enumerate(arrays) if b is a), len(arrays))
-        if i == len(arrays):
-            arrays.append(a)
-        where.append((i, row))
-    return fused_chain.LayerParams(tuple(arrays), tuple(where), start)
+    j = plan.reuse[k]
+    if k > 0 and "hidden_stack" in params:
+        kern, bias = params["hidden_stack"]["kernel"][j - 1], params["hidden_stack"]["bias"][j - 1]
+        bn = tuple(a[k - 1] for a in _bn_tuple(params, batch_stats, "bn_stack")) if batch_norm else None
+        return kern, bias, bn
+    bn = _bn_tuple(params, batch_stats, f"bn_{k}") if batch_norm else None
+    return params[f"hidden_{j}"]["kernel"], params[f"hidden_{j}"]["bias"], bn
 
 
 def _rest_layers(
@@ -196,49 +176,40 @@ def _fused_hidden(
     layer's running statistics are updated from its own stored ones, not stacked and sliced back (on a
     GPU, XLA copied each slice of such a stack into the training loop's carry: 8 copies a step for the
     VGG-5 head, PERF_NOTES.md rounds 13 and 20): in place by the chain's kernels with
-    ``fused_chain.UPDATE_RUNNING_STATS``, else by XLA after the chain. With ``fused_chain.PARAMS_IN_PLACE``
-    the chain reads the kernels' ``h``-rows, the hidden biases, BatchNorm's parameters and the masks'
-    ``h``-columns where they are stored; else they are stacked and sliced for it (and the biases added) first."""
+    ``fused_chain.UPDATE_RUNNING_STATS``, else by XLA after the chain."""
     L, s, n = plan.num_layers, plan.segment_size, x.shape[0]
     kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, True)
     kern, bias, bn = _rest_layers(params, batch_stats, plan, True)
-    seg_kernels = jnp.concatenate([kern0[None], kern[:, :s]]).astype(dtype)
+    kern = kern.astype(dtype)
+    seg_kernels = jnp.concatenate([kern0.astype(dtype)[None], kern[:, :s]])
     segs = jnp.stack([_segment(x, plan, plan.starts[k]) for k in range(L)])
     if masks is not None:
         segs = segs * masks[:, :, :s]
-    proj = jnp.einsum("lns,lsw->lnw", segs, _kernel_operand(seg_kernels))
-    if fused_chain.PARAMS_IN_PLACE:  # the chain reads the rest where it is stored
-        stored = [_stored(params, batch_stats, plan, k, True) for k in range(L)]
-        kernels = _layer_operand([where[0] for where in stored[1:]], start=(s, 0))
-        hidden_bias, scale, bn_bias = (_layer_operand([where[i] for where in stored]) for i in (1, 2, 3))
-        hmask = None if masks is None else fused_chain.LayerParams((masks,), tuple((0, k) for k in range(1, L)),
-                                                                   start=(0, s))
-    else:
-        kernels, hidden_bias = kern[:, s:].astype(dtype), None
-        proj = proj + jnp.concatenate([bias0[None], bias]).astype(dtype)[:, None, :]
-        scale, bn_bias = (jnp.concatenate([a0[None], a]) for a0, a in zip(bn0[:2], bn[:2], strict=True))
-        hmask = None if masks is None else masks[1:, :, s:]
+    biases = jnp.concatenate([bias0[None], bias]).astype(dtype)
+    proj = jnp.einsum("lns,lsw->lnw", segs, _kernel_operand(seg_kernels)) + biases[:, None, :]
+    scale, bn_bias = (jnp.concatenate([a0[None], a]) for a0, a in zip(bn0[:2], bn[:2], strict=True))
+    hmask = None if masks is None else masks[1:, :, s:]
     fold = fused_chain.FOLD_OUT_MASK
     stacked = "bn_stack" in batch_stats
     # The stored running statistics as they are (per layer, or layer 0's and the stack of the others).
-    stored_stats = [bn0[2:], bn[2:]] if stacked else [bn0[2:]] + [_bn_tuple(params, batch_stats, f"bn_{k}")[2:]
-                                                                   for k in range(1, L)]
+    stored = [bn0[2:], bn[2:]] if stacked else [bn0[2:]] + [_bn_tuple(params, batch_stats, f"bn_{k}")[2:]
+                                                             for k in range(1, L)]
     if fused_chain.UPDATE_RUNNING_STATS:  # inside the chain's kernels
         layout = tuple((0, 1, -1) if k == 0 else (2, 3, k - 1) if stacked else (2 * k, 2 * k + 1, -1)
                        for k in range(L))
         hcat, _, _, running = fused_chain.fused_chain(
-            proj, hmask, kernels, scale, bn_bias, epsilon, out_mask if fold else None,
-            running=tuple(a for pair in stored_stats for a in pair),
-            update=fused_chain.RunningUpdate(layout, momentum, unbiased_running_var), hidden_bias=hidden_bias,
+            proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask if fold else None,
+            running=tuple(a for pair in stored for a in pair),
+            update=fused_chain.RunningUpdate(layout, momentum, unbiased_running_var),
         )
         new = [running[i:i + 2] for i in range(0, len(running), 2)]
     else:
         hcat, mean, var = fused_chain.fused_chain(
-            proj, hmask, kernels, scale, bn_bias, epsilon, out_mask if fold else None, hidden_bias=hidden_bias
+            proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask if fold else None
         )
         rows = [0, slice(1, L)] if stacked else list(range(L))
         new = [updated_running_stats(*pair, mean[r], var[r], n, momentum, unbiased_running_var)
-               for pair, r in zip(stored_stats, rows, strict=True)]
+               for pair, r in zip(stored, rows, strict=True)]
     if out_mask is not None and not fold:
         hcat = hcat * jnp.transpose(out_mask, (1, 0, 2)).reshape(n, L * plan.layer_width)
     if stacked:

@@ -95,87 +95,6 @@ def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, f
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol * scale_)
 
 
-def _stored_operands(key, L, n, w, s, dtype):
-    """The chain's operands as ``SpinalDense`` stores them (``LayerParams``): float32 kernels of ``s + w`` rows
-    per layer, layers 2 and 3 sharing one; a stack of dropout multipliers over ``s + w`` columns; BatchNorm's
-    parameters and the hidden biases per layer, layer 0's apart from a stack of the others."""
-    ks = jax.random.split(key, 8)
-    kernel_arrays = tuple(jax.random.normal(k, (s + w, w)) / np.sqrt(w) for k in jax.random.split(ks[0], L - 2))
-    kernels = fused_chain.LayerParams(kernel_arrays, ((0, -1), *((i, -1) for i in range(1, L - 2)), (1, -1)),
-                                      start=(s, 0))
-    masks = (jax.random.bernoulli(ks[1], 0.5, (L, n, s + w)) * 2.0).astype(dtype)
-    hmask = fused_chain.LayerParams((masks,), tuple((0, k) for k in range(1, L)), start=(0, s))
-
-    def per_layer(key, lo, hi):
-        first, rest = (jax.random.uniform(k, shape, minval=lo, maxval=hi)
-                       for k, shape in zip(jax.random.split(key), [(w,), (L - 1, w)], strict=True))
-        return fused_chain.LayerParams((first, rest), ((0, -1), *((1, k) for k in range(L - 1))))
-
-    scale, bias, hidden_bias = per_layer(ks[2], 0.5, 1.5), per_layer(ks[3], -0.2, 0.2), per_layer(ks[4], -1.0, 1.0)
-    proj = (jax.random.normal(ks[5], (L, n, w)) + 0.5).astype(dtype)
-    return proj, hmask, kernels, scale, bias, hidden_bias
-
-
-@pytest.mark.parametrize("form", list(_FORMS))
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_operands_where_stored_equal_stacked(form, dtype):
-    """The chain given its operands where they are stored (``LayerParams``: whole float32 kernels, the whole
-    dropout stack, per-layer and stacked vectors, hidden biases added inside) equals the chain given the same
-    operands stacked and sliced by XLA (the hidden biases added to ``proj`` in the compute dtype), exactly in
-    the XLA form and to the kernels' tolerance in the Pallas forms (interpret mode), forward and backward."""
-    one_kernel, merge_edge = _FORMS[form]
-    L, n, w, s, eps = 4, 37, 32, 24, 1e-5
-    proj, hmask, kernels, scale, bias, hidden_bias = _stored_operands(jax.random.PRNGKey(7), L, n, w, s, dtype)
-    stacked = (hmask.stacked(), kernels.stacked().astype(dtype), scale.stacked(), bias.stacked())
-    proj_with_bias = (proj + hidden_bias.stacked().astype(dtype)[:, None, :]).astype(dtype)
-    want = fused_chain.xla_forward(proj_with_bias, *stacked, eps)
-    stored = (proj, hmask, kernels, scale, bias, eps)
-    for a, b in zip(fused_chain.xla_forward(*stored, hidden_bias=hidden_bias), want, strict=True):
-        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
-    got = fused_chain.pallas_forward(*stored, hidden_bias=hidden_bias, interpret=True, one_kernel=one_kernel,
-                                     merge_edge=merge_edge)
-    tol = 1e-5 if dtype == jnp.float32 else 2e-2
-    for a, b in zip(got, want, strict=True):
-        assert a.shape == b.shape and a.dtype == b.dtype
-        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol)
-    hcat, z, mean, var = want
-    dh, dmean, dvar = _cotangents(jax.random.PRNGKey(1), L, n, w, dtype)
-    want = fused_chain.xla_backward(hcat, z, *stacked[:3], mean, var, dh, dmean, dvar, eps)
-    got = fused_chain.pallas_backward(hcat, z, hmask, kernels, scale, mean, var, dh, dmean, dvar, eps,
-                                      interpret=True, one_kernel=one_kernel, merge_edge=merge_edge)
-    for a, b in zip(got, want, strict=True):
-        scale_ = float(np.max(np.abs(np.asarray(b, np.float32)))) + 1.0
-        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol, atol=tol * scale_)
-
-
-def test_gradients_of_operands_where_stored():
-    """The hand-written VJP returns each stored array's gradient (zero outside the window read, summed over
-    the layers that share an array, the hidden biases' included) as autodiff of stacking them does, in float64."""
-    L, n, w, s = 4, 12, 8, 5
-    with jax.enable_x64(True):
-        proj, hmask, kernels, scale, bias, hidden_bias = jax.tree_util.tree_map(
-            lambda a: a.astype(jnp.float64), _stored_operands(jax.random.PRNGKey(8), L, n, w, s, jnp.float64))
-        cots = tuple(c.astype(jnp.float64) for c in _cotangents(jax.random.PRNGKey(3), L, n, w, jnp.float64))
-
-        def fused(*operands):
-            return fused_chain.fused_chain(*operands[:5], 1e-5, hidden_bias=operands[5])
-
-        def unfused(proj, hmask, kernels, scale, bias, hidden_bias):
-            hcat, _, mean, var = fused_chain.xla_forward(
-                proj + hidden_bias.stacked()[:, None, :], hmask.stacked(), kernels.stacked(), scale.stacked(),
-                bias.stacked(), 1e-5)
-            return hcat, mean, var
-
-        args = (proj, hmask, kernels, scale, bias, hidden_bias)
-        out, custom = _vjp(fused, args, cots)
-        ref_out, auto = _vjp(unfused, args, cots)
-        for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref_out), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-        assert not np.any(custom[2].arrays[0][:s]) and np.any(custom[2].arrays[0][s:])  # the h-rows only
-        for a, b in zip(jax.tree_util.tree_leaves(custom), jax.tree_util.tree_leaves(auto), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
-
-
 @pytest.mark.parametrize("masked", [True, False])
 def test_custom_gradient_equals_autodiff_float64(masked):
     """In float64 (the XLA form) the hand-written VJP and autodiff of the forward agree to 1e-10 for
@@ -238,21 +157,6 @@ def test_kernels_lower_to_triton_for_cuda(monkeypatch, form):
     assert both.count("__gpu$xla.gpu.triton") == 2 * calls
 
 
-def test_stored_operands_lower_for_cuda():
-    """With its operands where they are stored (float32 kernels and vectors, bfloat16 compute, the hidden
-    biases added inside) the chain's forward and gradient lower for CUDA, one Triton call a layer and pass."""
-    L, n, w, s = 4, 100, 128, 128
-    proj, hmask, kernels, scale, bias, hidden_bias = _stored_operands(jax.random.PRNGKey(0), L, n, w, s, jnp.bfloat16)
-
-    def loss(proj, kernels, scale, bias, hidden_bias):
-        hcat, mean, var = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5, hidden_bias=hidden_bias)
-        return jnp.sum(hcat.astype(jnp.float32) ** 2) + jnp.sum(mean) + jnp.sum(var)
-
-    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
-    text = grad.trace(proj, kernels, scale, bias, hidden_bias).lower(lowering_platforms=("cuda",)).as_text()
-    assert text.count("__gpu$xla.gpu.triton") == 2 * L
-
-
 def test_dispatch_rules():
     """Off the GPU SpinalDense keeps its XLA chain; the shape rules hold."""
     assert not fused_chain.applies(100, 128, 4, jnp.float32)  # this machine has no GPU
@@ -267,21 +171,17 @@ def _v3_head(stack_layers, weight_sharing=None):
     )
 
 
-@pytest.mark.parametrize(("fold_out_mask", "update_running_stats", "params_in_place"),
-                         [(False, False, False), (True, False, False), (False, True, False), (False, False, True),
-                          (True, True, True)])
+@pytest.mark.parametrize(("fold_out_mask", "update_running_stats"), [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize(("stack_layers", "weight_sharing"), [(False, None), (True, None), (False, (0, 1, 2, 1))])
 def test_spinal_dense_fused_equals_unfused(monkeypatch, stack_layers, weight_sharing, fold_out_mask,
-                                           update_running_stats, params_in_place):
+                                           update_running_stats):
     """A V3 head (dropout, BatchNorm, ReLU) trained one step through the fused chain (its XLA form
     here; the output dropout's mask applied by the chain or after it; the running statistics updated by the
-    chain or after it; the parameters and masks stacked for the chain or read where they are stored) gives
-    the unfused chain's outputs, parameter gradients, input gradient and running statistics, with the same
-    dropout masks."""
+    chain or after it) gives the unfused chain's outputs, parameter gradients, input gradient and running
+    statistics, with the same dropout masks."""
     assert heads.DEFAULT_DROPOUT["v3"] == 0.5
     monkeypatch.setattr(fused_chain, "FOLD_OUT_MASK", fold_out_mask)
     monkeypatch.setattr(fused_chain, "UPDATE_RUNNING_STATS", update_running_stats)
-    monkeypatch.setattr(fused_chain, "PARAMS_IN_PLACE", params_in_place)
     model = _v3_head(stack_layers, weight_sharing)
     x = jax.random.normal(jax.random.PRNGKey(4), (50, 64)) + 0.3
     variables = model.init(jax.random.PRNGKey(5), x)
