@@ -26,8 +26,8 @@ pool, whose backward re-reads the pool's input instead of the forward's argmax),
 ``separaterelu`` (the ReLU after a BatchNorm as its own op, not inside BatchNorm's custom gradient);
 ``xlachain`` (the spinal head's hidden chain as XLA ops, not ``fused_chain``'s two Pallas programs);
 ``pallas64`` tries the kernel also on inputs of 64 rows and more (the heads' BatchNorm1d),
-``chaincols16`` / ``chaincols64`` give each of ``fused_chain``'s programs 16 / 64 columns (32 by default),
-``chainwarps8`` runs them with 8 warps (4 by default), ``chainperlayer`` runs each layer of each pass as
+``chaincolsN`` gives each of ``fused_chain``'s programs N columns (32 by default; 16 or 64),
+``chainwarpsN`` runs them with N warps (4 by default), ``chainperlayer`` runs each layer of each pass as
 its own kernel (``fused_chain.ONE_KERNEL_A_PASS`` off; the default since round 19), ``chainonekernel`` each
 pass as one kernel, ``mergeedges`` runs the layer without a product of each pass inside its neighbour's
 kernel (``fused_chain.MERGE_EDGE_LAYERS``), ``nomergeedges`` not; ``kernelrunningstats`` updates the spinal
@@ -267,7 +267,7 @@ class _OhwiConv(common.TorchConv):
 
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
-              "separaterelu", "pallas64", "xlachain", "chaincols16", "chaincols64", "chainwarps8", "biasgrad",
+              "separaterelu", "pallas64", "xlachain", "chaincolsN", "chainwarpsN", "biasgrad",
               "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel",
               "matmulrowsN", "foldoutmask", "mergeedges", "nomergeedges", "loopedconvs", "kernelrunningstats",
               "nokernelrunningstats")
@@ -292,7 +292,7 @@ def variant(name: str) -> Iterator[None]:
     (see the module docstring)."""
     saved = [getattr(owner, attribute) for owner, attribute in _PATCHED]
     parts = name.split("+")
-    unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"(unroll|matmulrows)\d+", p)]
+    unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"(unroll|matmulrows|chaincols|chainwarps)\d+", p)]
     if unknown:
         raise ValueError(f"unknown variant part(s) {unknown}; use one of {_BASES} joined to any of {_MODIFIERS}")
     old = parts[0] in _BASES[:4]
@@ -324,15 +324,10 @@ def variant(name: str) -> Iterator[None]:
         common.MATMUL_CONV_MAX_PIXELS = 49
     if old or "xlachain" in parts:
         fused_chain.ENABLED = False
-    for cols in (16, 64):
-        if f"chaincols{cols}" in parts:
-            fused_chain.COLUMNS = cols
     if old or "chainperlayer" in parts:
         fused_chain.ONE_KERNEL_A_PASS = False
     if "chainonekernel" in parts:
         fused_chain.ONE_KERNEL_A_PASS = True
-    if "chainwarps8" in parts:
-        fused_chain._NUM_WARPS = 8
     if old or "biasgrad" in parts:
         normalization.SKIP_CANCELLED_BIAS_GRADIENT = False
     if "stencilconv" in parts:
@@ -358,6 +353,10 @@ def variant(name: str) -> Iterator[None]:
             jax.lax.scan = functools.partial(_LAX_SCAN, unroll=int(part[6:]))
         if re.fullmatch(r"matmulrows\d+", part):
             common.MATMUL_ROWS_MULTIPLE = int(part[10:])
+        if re.fullmatch(r"chaincols\d+", part):
+            fused_chain.COLUMNS = int(part[9:])
+        if re.fullmatch(r"chainwarps\d+", part):
+            fused_chain._NUM_WARPS = int(part[10:])
     if "imagewgrad" in parts:
         common.conv_as_matmul = _conv_as_matmul_image_wgrad
     if "ohwi" in parts:
