@@ -32,7 +32,8 @@ its own kernel (``fused_chain.ONE_KERNEL_A_PASS`` off; the default since round 1
 pass as one kernel, ``mergeedges`` runs the layer without a product of each pass inside its neighbour's
 kernel (``fused_chain.MERGE_EDGE_LAYERS``), ``nomergeedges`` not; ``kernelrunningstats`` updates the spinal
 head's running statistics inside the chain's forward kernels (``fused_chain.UPDATE_RUNNING_STATS``),
-``nokernelrunningstats`` in XLA after the chain; ``loopedconvs`` keeps the training chunks as
+``nokernelrunningstats`` in XLA after the chain; ``onedropoutdraw`` draws the spinal head's two
+dropout masks at once (``layers.ONE_DROPOUT_DRAW``); ``loopedconvs`` keeps the training chunks as
 loops where convolutions run slowly in them (XLA:CPU; ``steps.convolutions_slow_in_loops``); ``biasgrad`` computes the gradients of the
 convolution and hidden-layer biases that train-mode BatchNorm cancels
 (``normalization.SKIP_CANCELLED_BIAS_GRADIENT`` off); ``stencilconv`` computes the 1-channel first
@@ -270,7 +271,7 @@ _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "ma
               "separaterelu", "pallas64", "xlachain", "chaincolsN", "chainwarpsN", "biasgrad",
               "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel",
               "matmulrowsN", "foldoutmask", "mergeedges", "nomergeedges", "loopedconvs", "kernelrunningstats",
-              "nokernelrunningstats")
+              "nokernelrunningstats", "onedropoutdraw")
 
 
 #: what ``variant`` may patch, restored after each run: (module or class, attribute).
@@ -282,7 +283,7 @@ _PATCHED = (
     (common, "conv_as_matmul"), (steps, "KERNELS_OUTPUT_MAJOR"), (steps, "PREPARED_INPUTS_MAX_BYTES"),
     (nn.Dropout, "__call__"), (jax.lax, "scan"), (steps, "GPU_COMPILER_OPTIONS_MODELS"),
     (common, "MATMUL_ROWS_MULTIPLE"), (fused_chain, "FOLD_OUT_MASK"), (fused_chain, "MERGE_EDGE_LAYERS"),
-    (loop, "convolutions_slow_in_loops"), (fused_chain, "UPDATE_RUNNING_STATS"),
+    (loop, "convolutions_slow_in_loops"), (fused_chain, "UPDATE_RUNNING_STATS"), (layers, "ONE_DROPOUT_DRAW"),
 )
 
 
@@ -346,6 +347,8 @@ def variant(name: str) -> Iterator[None]:
         fused_chain.UPDATE_RUNNING_STATS = True
     if old or "nokernelrunningstats" in parts:
         fused_chain.UPDATE_RUNNING_STATS = False
+    if "onedropoutdraw" in parts:
+        layers.ONE_DROPOUT_DRAW = True
     if old or "loopedconvs" in parts:
         loop.convolutions_slow_in_loops = lambda params: False
     for part in parts:

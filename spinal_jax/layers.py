@@ -56,6 +56,11 @@ Array = jax.Array
 #: written-out chain needs no stacking, gathering or concatenation of the per-layer projections
 #: (PERF_NOTES.md has the measurements). 0 = always a loop (for L > 1).
 SCAN_UNROLL_MAX = 16
+#: In training, the dropout multipliers of the hidden layers' inputs and of the output Dense's input come from
+#: one random draw with the layer's dropout key (uniforms compared with each keep probability), instead of a key
+#: split and one Bernoulli draw each (a split and a draw fewer a step; other masks, of the same distribution).
+#: Off until measured on a GPU (PERF_NOTES.md, round 23).
+ONE_DROPOUT_DRAW = False
 
 
 def _kernel_operand(v: Array) -> Array:
@@ -85,10 +90,24 @@ def check_input(x: Any, expected_features: int | None = None) -> None:
         )
 
 
-def _dropout_scale(key: Array, rate: float, shape: tuple[int, ...], dtype: Any) -> Array:
-    """Inverted-dropout multiplier: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
-    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
-    return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
+def _dropout_masks(key: Array, rates: tuple[float, ...], shapes: tuple[tuple[int, ...], ...],
+                   dtype: Any) -> list[Array | None]:
+    """Inverted-dropout multipliers (0 with probability ``rate``, else ``1 / (1 - rate)``) of the given shapes,
+    ``None`` where the rate is 0, from ``key``: one Bernoulli draw each after a key split, or with
+    ``ONE_DROPOUT_DRAW`` one draw of uniforms for all of them (the shapes may differ only in the last axis),
+    cut along it."""
+    if ONE_DROPOUT_DRAW:
+        widths = [shape[-1] if rate > 0.0 else 0 for shape, rate in zip(shapes, rates, strict=True)]
+        uniform = jax.random.uniform(key, (*shapes[0][:-1], sum(widths)))
+        starts = np.cumsum([0, *widths[:-1]])
+        keeps = [jax.lax.slice_in_dim(uniform, b, b + width, axis=-1) < 1.0 - rate if width else None
+                 for b, width, rate in zip(starts, widths, rates, strict=True)]
+    else:
+        keys = jax.random.split(key, len(shapes))
+        keeps = [jax.random.bernoulli(k, 1.0 - rate, shape) if rate > 0.0 else None
+                 for k, rate, shape in zip(keys, rates, shapes, strict=True)]
+    return [None if keep is None else keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
+            for keep, rate in zip(keeps, rates, strict=True)]
 
 
 def _segment(x: Array, plan: SpinalPlan, start: int) -> Array:
@@ -258,9 +277,12 @@ def spinal_forward(
     use_out_dropout = train and output_dropout_rate > 0.0
     if (use_dropout or use_out_dropout) and dropout_rng is None:
         raise ValueError("dropout in train mode needs a 'dropout' rng (rngs={'dropout': key})")
+    masks = out_mask = None
     if use_dropout or use_out_dropout:
-        hidden_key, out_key = jax.random.split(dropout_rng)
-    masks = _dropout_scale(hidden_key, dropout_rate, (L, n, s + w), dtype) if use_dropout else None
+        # masks: on each layer's input (segment, then h); out_mask: on h_0 .. h_{L-1} for the output Dense.
+        masks, out_mask = _dropout_masks(dropout_rng, (dropout_rate if use_dropout else 0.0,
+                                                       output_dropout_rate if use_out_dropout else 0.0),
+                                         ((L, n, s + w), (L, n, w)), dtype)
     act = activation if activation is not None else (lambda v: v)
 
     def layer(z: Array, bn: tuple[Array, ...] | None) -> tuple[Array, Any]:
@@ -284,7 +306,6 @@ def spinal_forward(
         kern0, bias0, bn0 = _layer_params(params, batch_stats, plan, 0, batch_norm)
         return layer(segment_product(0, kern0.astype(dtype), bias0), bn0)
 
-    out_mask = _dropout_scale(out_key, output_dropout_rate, (L, n, w), dtype) if use_out_dropout else None
     news = None
     if (
         train and batch_norm and activation is nn.relu and L <= SCAN_UNROLL_MAX + 1

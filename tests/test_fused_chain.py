@@ -171,17 +171,19 @@ def _v3_head(stack_layers, weight_sharing=None):
     )
 
 
-@pytest.mark.parametrize(("fold_out_mask", "update_running_stats"), [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize(("fold_out_mask", "update_running_stats", "one_dropout_draw"),
+                         [(False, False, False), (True, False, False), (False, True, False), (False, True, True)])
 @pytest.mark.parametrize(("stack_layers", "weight_sharing"), [(False, None), (True, None), (False, (0, 1, 2, 1))])
 def test_spinal_dense_fused_equals_unfused(monkeypatch, stack_layers, weight_sharing, fold_out_mask,
-                                           update_running_stats):
+                                           update_running_stats, one_dropout_draw):
     """A V3 head (dropout, BatchNorm, ReLU) trained one step through the fused chain (its XLA form
     here; the output dropout's mask applied by the chain or after it; the running statistics updated by the
-    chain or after it) gives the unfused chain's outputs, parameter gradients, input gradient and running
-    statistics, with the same dropout masks."""
+    chain or after it; the dropout masks drawn apart or at once) gives the unfused chain's outputs, parameter
+    gradients, input gradient and running statistics, with the same dropout masks."""
     assert heads.DEFAULT_DROPOUT["v3"] == 0.5
     monkeypatch.setattr(fused_chain, "FOLD_OUT_MASK", fold_out_mask)
     monkeypatch.setattr(fused_chain, "UPDATE_RUNNING_STATS", update_running_stats)
+    monkeypatch.setattr(layers, "ONE_DROPOUT_DRAW", one_dropout_draw)
     model = _v3_head(stack_layers, weight_sharing)
     x = jax.random.normal(jax.random.PRNGKey(4), (50, 64)) + 0.3
     variables = model.init(jax.random.PRNGKey(5), x)

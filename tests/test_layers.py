@@ -259,6 +259,31 @@ def test_bfloat16():
     assert y.dtype == jnp.bfloat16 and upd["batch_stats"]["bn_0"]["mean"].dtype == jnp.float32
 
 
+@pytest.mark.parametrize("one_draw", [False, True])
+def test_dropout_masks(monkeypatch, one_draw):
+    """The hidden and output dropout multipliers: 0 or 1 / (1 - rate), each with its own rate, independent of
+    each other, the same for the same key, ``None`` for a zero rate. Without ``ONE_DROPOUT_DRAW`` they are the
+    Bernoulli draws of the split key (the stream of earlier versions); with it, one draw of uniforms cut in two."""
+    monkeypatch.setattr(layers, "ONE_DROPOUT_DRAW", one_draw)
+    key, shapes = jax.random.key(5), ((4, 500, 96), (4, 500, 32))
+    hidden, out = layers._dropout_masks(key, (0.3, 0.6), shapes, jnp.float32)
+    assert hidden.shape == shapes[0] and out.shape == shapes[1]
+    for mask, rate in ((hidden, 0.3), (out, 0.6)):
+        values = np.unique(np.asarray(mask))
+        np.testing.assert_allclose(values, [0.0, 1.0 / (1.0 - rate)], rtol=1e-6)
+        assert abs(float(np.mean(np.asarray(mask) == 0)) - rate) < 0.01  # 192k / 64k draws: ~0.001 / 0.002 sd
+    both = np.concatenate([np.asarray(hidden)[..., :32] == 0, np.asarray(out) == 0])
+    assert abs(float(np.mean(both[:4] & both[4:])) - 0.3 * 0.6) < 0.01  # independent
+    again = layers._dropout_masks(key, (0.3, 0.6), shapes, jnp.float32)
+    for a, b in zip(again, (hidden, out), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert layers._dropout_masks(key, (0.3, 0.0), shapes, jnp.float32)[1] is None
+    if not one_draw:
+        hidden_key, out_key = jax.random.split(key)
+        np.testing.assert_array_equal(hidden, jax.random.bernoulli(hidden_key, 0.7, shapes[0]) / np.float32(0.7))
+        np.testing.assert_array_equal(out, jax.random.bernoulli(out_key, 0.4, shapes[1]) / np.float32(0.4))
+
+
 def test_dropout():
     layer = SpinalDense(None, 64, 3, dropout_rate=0.5, output_dropout_rate=0.0, activation=None)
     x = jnp.ones((16, 64))
