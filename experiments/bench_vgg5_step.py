@@ -266,12 +266,20 @@ class _OhwiConv(common.TorchConv):
         return y + (normalization.stop_cancelled_bias_gradient(bias) if bias_cancels else bias)
 
 
+#: the numbered modifiers (``unroll2``, ``chaincols16``, ...): prefix -> what it sets N into
+_NUMBERED = {
+    "unroll": lambda n: setattr(jax.lax, "scan", functools.partial(_LAX_SCAN, unroll=n)),
+    "matmulrows": lambda n: setattr(common, "MATMUL_ROWS_MULTIPLE", n),
+    "chaincols": lambda n: setattr(fused_chain, "COLUMNS", n),
+    "chainwarps": lambda n: setattr(fused_chain, "_NUM_WARPS", n),
+}
+_NUMBERED_PART = re.compile(rf"({'|'.join(_NUMBERED)})(\d+)")
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
-              "separaterelu", "pallas64", "xlachain", "chaincolsN", "chainwarpsN", "biasgrad",
-              "stencilconv", "ohwi", "hwioflat", "stepaugment", "imagewgrad", "nodropout", "unrollN", "noconvfusion", "chainperlayer", "chainonekernel",
-              "matmulrowsN", "foldoutmask", "mergeedges", "nomergeedges", "loopedconvs", "kernelrunningstats",
-              "nokernelrunningstats", "onedropoutdraw")
+              "separaterelu", "pallas64", "xlachain", "biasgrad", "stencilconv", "ohwi", "hwioflat", "stepaugment",
+              "imagewgrad", "nodropout", "noconvfusion", "chainperlayer", "chainonekernel", "foldoutmask",
+              "mergeedges", "nomergeedges", "loopedconvs", "kernelrunningstats", "nokernelrunningstats",
+              "onedropoutdraw", *(f"{prefix}N" for prefix in _NUMBERED))
 
 
 #: what ``variant`` may patch, restored after each run: (module or class, attribute).
@@ -293,7 +301,7 @@ def variant(name: str) -> Iterator[None]:
     (see the module docstring)."""
     saved = [getattr(owner, attribute) for owner, attribute in _PATCHED]
     parts = name.split("+")
-    unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not re.fullmatch(r"(unroll|matmulrows|chaincols|chainwarps)\d+", p)]
+    unknown = [p for p in parts if p not in _BASES + _MODIFIERS and not _NUMBERED_PART.fullmatch(p)]
     if unknown:
         raise ValueError(f"unknown variant part(s) {unknown}; use one of {_BASES} joined to any of {_MODIFIERS}")
     old = parts[0] in _BASES[:4]
@@ -352,14 +360,8 @@ def variant(name: str) -> Iterator[None]:
     if old or "loopedconvs" in parts:
         loop.convolutions_slow_in_loops = lambda params: False
     for part in parts:
-        if re.fullmatch(r"unroll\d+", part):
-            jax.lax.scan = functools.partial(_LAX_SCAN, unroll=int(part[6:]))
-        if re.fullmatch(r"matmulrows\d+", part):
-            common.MATMUL_ROWS_MULTIPLE = int(part[10:])
-        if re.fullmatch(r"chaincols\d+", part):
-            fused_chain.COLUMNS = int(part[9:])
-        if re.fullmatch(r"chainwarps\d+", part):
-            fused_chain._NUM_WARPS = int(part[10:])
+        if numbered := _NUMBERED_PART.fullmatch(part):
+            _NUMBERED[numbered[1]](int(numbered[2]))
     if "imagewgrad" in parts:
         common.conv_as_matmul = _conv_as_matmul_image_wgrad
     if "ohwi" in parts:
