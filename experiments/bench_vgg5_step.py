@@ -24,13 +24,10 @@ nor those on 3x3 maps as im2col + matmul), ``xlaconv`` (the convolutions on 3x3 
 pool, whose backward re-reads the pool's input instead of the forward's argmax), ``xlasums``
 (BatchNorm's column sums by XLA's reduction everywhere, not ``column_sums``' Pallas kernel),
 ``separaterelu`` (the ReLU after a BatchNorm as its own op, not inside BatchNorm's custom gradient);
-``xlachain`` (the spinal head's hidden chain as XLA ops, not ``fused_chain``'s two Pallas programs);
+``xlachain`` (the spinal head's hidden chain as XLA ops, not ``fused_chain``'s Pallas kernels);
 ``pallas64`` tries the kernel also on inputs of 64 rows and more (the heads' BatchNorm1d),
 ``chaincolsN`` gives each of ``fused_chain``'s programs N columns (32 by default; 16 or 64),
-``chainwarpsN`` runs them with N warps (4 by default), ``chainperlayer`` runs each layer of each pass as
-its own kernel (``fused_chain.ONE_KERNEL_A_PASS`` off; the default since round 19), ``chainonekernel`` each
-pass as one kernel, ``mergeedges`` runs the layer without a product of each pass inside its neighbour's
-kernel (``fused_chain.MERGE_EDGE_LAYERS``), ``nomergeedges`` not; ``kernelrunningstats`` updates the spinal
+``chainwarpsN`` runs them with N warps (4 by default); ``kernelrunningstats`` updates the spinal
 head's running statistics inside the chain's forward kernels (``fused_chain.UPDATE_RUNNING_STATS``),
 ``nokernelrunningstats`` in XLA after the chain; ``onedropoutdraw`` draws the spinal head's two
 dropout masks at once (``layers.ONE_DROPOUT_DRAW``); ``loopedconvs`` keeps the training chunks as
@@ -46,8 +43,7 @@ kernel gradient as a batched product per image, summed, instead of one GEMM over
 ``nodropout`` makes every ``nn.Dropout`` the identity (what dropout and its random bits cost; not a
 training setting); ``unrollN`` traces every ``lax.scan`` with ``unroll=N`` (``unroll2``: two training steps a loop
 iteration); ``matmulrowsN`` pads the im2col convolutions' patch rows to a multiple of N (``common.MATMUL_ROWS_MULTIPLE``,
-32 by default: one padded matrix for both matmuls; ``matmulrows1``: no padding); ``foldoutmask`` applies the output dropout's mask inside the
-fused chain's kernels (``fused_chain.FOLD_OUT_MASK``) instead of in XLA after it; ``noconvfusion`` compiles without ``steps.GPU_COMPILER_OPTIONS`` (no cuDNN fused
+32 by default: one padded matrix for both matmuls; ``matmulrows1``: no padding); ``noconvfusion`` compiles without ``steps.GPU_COMPILER_OPTIONS`` (no cuDNN fused
 convolution graphs). ``matmul49`` tries a new piece instead: the convolutions on
 7x7 maps as im2col + matmul too.
 
@@ -277,8 +273,7 @@ _NUMBERED_PART = re.compile(rf"({'|'.join(_NUMBERED)})(\d+)")
 _BASES = ("before", "pool", "bn", "unroll", "lib")
 _MODIFIERS = ("cudnnconv", "xlaconv", "treeadam", "treecarry", "autodiffbn", "matmul49", "inputpool", "xlasums",
               "separaterelu", "pallas64", "xlachain", "biasgrad", "stencilconv", "ohwi", "hwioflat", "stepaugment",
-              "imagewgrad", "nodropout", "noconvfusion", "chainperlayer", "chainonekernel", "foldoutmask",
-              "mergeedges", "nomergeedges", "loopedconvs", "kernelrunningstats", "nokernelrunningstats",
+              "imagewgrad", "nodropout", "noconvfusion", "loopedconvs", "kernelrunningstats", "nokernelrunningstats",
               "onedropoutdraw", *(f"{prefix}N" for prefix in _NUMBERED))
 
 
@@ -287,10 +282,10 @@ _PATCHED = (
     (mnist, "max_pool"), (normalization, "batch_norm_train"), (layers, "SCAN_UNROLL_MAX"),
     (common, "PATCH_CONV_MAX_CHANNELS"), (common, "MATMUL_CONV_MAX_PIXELS"), (schedules, "updates_one_vector"),
     (steps, "train_chunk"), (column_sums, "PALLAS_MIN_ROWS"), (fused_chain, "ENABLED"), (fused_chain, "_NUM_WARPS"),
-    (fused_chain, "COLUMNS"), (fused_chain, "ONE_KERNEL_A_PASS"), (normalization, "SKIP_CANCELLED_BIAS_GRADIENT"),
+    (fused_chain, "COLUMNS"), (normalization, "SKIP_CANCELLED_BIAS_GRADIENT"),
     (common, "conv_as_matmul"), (steps, "KERNELS_OUTPUT_MAJOR"), (steps, "PREPARED_INPUTS_MAX_BYTES"),
     (nn.Dropout, "__call__"), (jax.lax, "scan"), (steps, "GPU_COMPILER_OPTIONS_MODELS"),
-    (common, "MATMUL_ROWS_MULTIPLE"), (fused_chain, "FOLD_OUT_MASK"), (fused_chain, "MERGE_EDGE_LAYERS"),
+    (common, "MATMUL_ROWS_MULTIPLE"),
     (loop, "convolutions_slow_in_loops"), (fused_chain, "UPDATE_RUNNING_STATS"), (layers, "ONE_DROPOUT_DRAW"),
 )
 
@@ -333,10 +328,6 @@ def variant(name: str) -> Iterator[None]:
         common.MATMUL_CONV_MAX_PIXELS = 49
     if old or "xlachain" in parts:
         fused_chain.ENABLED = False
-    if old or "chainperlayer" in parts:
-        fused_chain.ONE_KERNEL_A_PASS = False
-    if "chainonekernel" in parts:
-        fused_chain.ONE_KERNEL_A_PASS = True
     if old or "biasgrad" in parts:
         normalization.SKIP_CANCELLED_BIAS_GRADIENT = False
     if "stencilconv" in parts:
@@ -345,12 +336,6 @@ def variant(name: str) -> Iterator[None]:
         nn.Dropout.__call__ = lambda self, inputs, deterministic=None, rng=None: inputs
     if old:
         common.MATMUL_ROWS_MULTIPLE = 1
-    if "foldoutmask" in parts:
-        fused_chain.FOLD_OUT_MASK = True
-    if "mergeedges" in parts:
-        fused_chain.MERGE_EDGE_LAYERS = True
-    if old or "nomergeedges" in parts:
-        fused_chain.MERGE_EDGE_LAYERS = False
     if "kernelrunningstats" in parts:
         fused_chain.UPDATE_RUNNING_STATS = True
     if old or "nokernelrunningstats" in parts:

@@ -1,4 +1,4 @@
-"""The sequential part of a SpinalDense chain with BatchNorm and ReLU (the V3 head) in one kernel a pass.
+"""The sequential part of a SpinalDense chain with BatchNorm and ReLU (the V3 head) in one kernel a layer.
 
 Hidden layer ``k`` of such a chain computes ``h_k = relu(BN(p_k + (h_{k-1} * m_k) @ K_k))``: ``p_k`` the
 input-segment product plus bias (no dependence on the chain, computed by the caller for all layers at
@@ -9,16 +9,18 @@ each layer's forward (product, batch statistics, normalisation, ReLU) and backwa
 through the next layer's product, ReLU's and BatchNorm's gradients) in Pallas (Triton) on one CUDA GPU.
 BatchNorm is per column, so a layer is one program per ``COLUMNS`` columns, each holding all rows of the
 batch: the statistics are exact two-pass sums in registers. A layer needs all columns of the layer before
-it, so each pass is one kernel a layer, or, with ``ONE_KERNEL_A_PASS`` on, one kernel whose programs wait
-for each other between layers (a barrier on an atomic counter in global memory). The kernels' gradients
-and everything off the chain stay with XLA (batched GEMMs over the layers). Given the output Dense's
-dropout mask, the kernels can also write the masked hidden outputs and apply the mask to their gradient,
-so that no elementwise kernel runs between the chain and the output Dense in either pass
-(``FOLD_OUT_MASK``). Given the stored running statistics, the forward kernels also update them in place
-(``UPDATE_RUNNING_STATS``), so that no small XLA kernel a layer and statistic does it after the chain.
-Elsewhere (CPU, other GPUs) the same function runs as XLA ops; the tests run the kernels in interpret mode
-against them. ``experiments/results/PERF_NOTES.md`` (rounds 6, 19 and 20) has the measurements, including
-a first version that ran the whole chain as one program on one SM (slower than XLA).
+it, so each pass is one kernel a layer. The kernels' gradients and everything off the chain stay with XLA
+(batched GEMMs over the layers). Given the stored running statistics, the forward kernels also update them
+in place (``UPDATE_RUNNING_STATS``), so that no small XLA kernel a layer and statistic does it after the
+chain. Elsewhere (CPU, other GPUs) the same function runs as XLA ops; the tests run the kernels in
+interpret mode against them.
+
+``experiments/results/PERF_NOTES.md`` has the measurements (rounds 6 and 19 to 23), also of the forms that
+were measured on an H100 and removed again: the whole chain as one program on one SM (round 6: slower than
+XLA), each pass as one kernel whose programs wait for each other between layers (round 19: slower), the
+output Dense's dropout mask applied inside the kernels (round 21: no gain), the layers without a product
+inside their neighbours' kernels (round 22: no gain; the last three are in commit ec58784) and the
+parameters read where they are stored (round 23: slower; commit ba045bd).
 """
 
 from __future__ import annotations
@@ -38,18 +40,6 @@ MAX_ROWS = 128
 #: columns of one program: each layer's pass is ``width / COLUMNS`` programs (BatchNorm is per column).
 COLUMNS = 32
 _NUM_WARPS = 4
-#: each pass (forward, backward) as one kernel whose programs wait for each other between layers, instead
-#: of one kernel a layer. Off: on an H100 it made the VGG-5 epoch slower (PERF_NOTES.md, round 19).
-ONE_KERNEL_A_PASS = False
-#: ``SpinalDense`` hands the output Dense's dropout mask to ``fused_chain`` (``out_mask``), which applies it
-#: inside its kernels, instead of multiplying the chain's outputs by it in XLA. Off until measured on a GPU
-#: (made in round 20, when no GPU machine could be had; PERF_NOTES.md).
-FOLD_OUT_MASK = False
-#: in the kernel-a-layer form, the two layers without a product (the forward's first, the backward's last)
-#: run inside the next layer's kernel: each program computes such a layer over all columns, stores its own
-#: ``COLUMNS`` of it and feeds the whole of it to the next layer's product from registers (two kernels a
-#: step fewer). Off until measured on a GPU (PERF_NOTES.md, round 21).
-MERGE_EDGE_LAYERS = False
 #: ``SpinalDense`` hands its stored running statistics to ``fused_chain`` (``running``, ``update``), whose
 #: forward kernels update them in place (aliased buffers), instead of one XLA kernel a layer and statistic
 #: after the chain (8 for the VGG-5 head, ~9.5 µs a step on an H100: PERF_NOTES.md, round 22). On since round
@@ -116,11 +106,10 @@ def _normalized(z: Array, rows: int, epsilon: float) -> tuple[Array, Array, Arra
 
 
 def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                epsilon: float, *, out_mask: Array | None = None, running: tuple[Array, ...] = (),
+                epsilon: float, *, running: tuple[Array, ...] = (),
                 update: RunningUpdate | None = None) -> tuple[Array, ...]:
-    """``(hcat (n, L*w), z (L, n, w), mean (L, w), var (L, w))``: the chain as XLA ops; with ``out_mask``
-    (L, n, w) also ``hcat`` times it (the output Dense's dropout), ``(n, L*w)``; with ``update``, the
-    ``running`` arrays updated (``xla_running_update``), last."""
+    """``(hcat (n, L*w), z (L, n, w), mean (L, w), var (L, w))``: the chain as XLA ops; with ``update``,
+    then the ``running`` arrays updated (``xla_running_update``)."""
     L, n, _ = proj.shape
     dtype, acc = proj.dtype, stats_dtype(proj.dtype)
     hs, zs, means, variances = [], [], [], []
@@ -137,8 +126,6 @@ def xla_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, 
         means.append(mean)
         variances.append(var)
     out = (jnp.concatenate(hs, axis=1), jnp.stack(zs), jnp.stack(means), jnp.stack(variances))
-    if out_mask is not None:
-        out += (jnp.concatenate([h * out_mask[k] for k, h in enumerate(hs)], axis=1),)
     if update is not None:
         out += xla_running_update(running, out[2], out[3], n, update)
     return out
@@ -155,17 +142,15 @@ def _bn_backward(g: Array, centred: Array, inv: Array, scale: Array, dmean: Arra
 
 def xla_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
                  mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
-                 epsilon: float, *, out_mask: Array | None = None) -> tuple[Array, Array, Array]:
+                 epsilon: float) -> tuple[Array, Array, Array]:
     """``(dz (L, n, w), dscale (L, w), dbias (L, w))``: the chain's backward as XLA ops (``dhcat``: the
-    gradient of the hidden outputs, or of their product with ``out_mask`` when given)."""
+    gradient of the hidden outputs)."""
     L, n, w = z.shape
     acc = stats_dtype(z.dtype)
     dzs, dscales, dbiases = [None] * L, [None] * L, [None] * L
     carry = None
     for k in reversed(range(L)):
         g = dhcat[:, k * w:(k + 1) * w].astype(acc)
-        if out_mask is not None:
-            g = g * out_mask[k].astype(acc)
         if carry is not None:
             g = g + carry
         g = jnp.where(hcat[:, k * w:(k + 1) * w] > 0, g, 0.0)
@@ -193,116 +178,44 @@ def _rows_inside(block: int, rows: int, width: int) -> Array:
     return jnp.broadcast_to((jnp.arange(block) < rows)[:, None], (block, width))
 
 
-def _own_columns(first: int | Array, width: int, own: tuple[Array, int] | None) -> Array | None:
-    """Which of the columns ``first .. first + width - 1`` lie in ``own`` = (first column, count), or
-    ``None`` (all of them) without ``own``."""
-    if own is None:
-        return None
-    columns = first + jnp.arange(width)
-    return (columns >= own[0]) & (columns < own[0] + own[1])
+def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, interpret: bool,
+          initial: tuple = ()) -> tuple:
+    """Run the layers in ``order``, one ``pallas_call`` a layer of one program per ``COLUMNS`` columns, the
+    chain's outputs so far carried from call to call as aliased buffers. ``initial``: the arrays that the
+    last ``len(initial)`` outputs start from (updated in place).
 
-
-def _store_vector(ref, value: Array, own_columns: Array | None) -> None:
-    """``ref[...] = value``, only where ``own_columns`` (when given)."""
-    if own_columns is None:
-        ref[...] = value
-    else:
-        from jax.experimental.pallas import triton as plgpu
-
-        plgpu.store(ref, value, mask=own_columns)
-
-
-def _column_block(width: int, one_kernel: bool, interpret: bool) -> int:
-    """Columns of one program. Interpret mode runs a grid's programs one after another, so a pass in one
-    kernel (whose programs wait for each other) is one program there."""
-    return width if one_kernel and interpret else min(COLUMNS, width)
-
-
-def _wait_for_programs(counter_ref, target: int, programs: int) -> None:
-    """A barrier across the kernel's programs: this program's stores so far are made visible, then it waits
-    until all programs have arrived ``target`` times in total (``counter_ref``: one int32, zero at the start).
-
-    All programs of these grids are resident at once (``width / COLUMNS`` <= 8 programs of ``_NUM_WARPS``
-    warps), so the wait ends. The atomics are acquire-release at GPU scope (Pallas' Triton lowering)."""
-    if programs == 1:
-        return
-    from jax.experimental.pallas import triton as plgpu
-
-    plgpu.debug_barrier()  # every warp of the program has issued its stores
-    arrived = plgpu.atomic_add(counter_ref, 0, 1) + 1
-    jax.lax.while_loop(lambda seen: seen < target, lambda _: plgpu.atomic_add(counter_ref, 0, 0), arrived)
-    plgpu.debug_barrier()  # no warp reads before the wait is over
-
-
-def _pass(layer_body, order: range, fixed: list, outputs: tuple, width: int, one_kernel: bool,
-          interpret: bool, merge_edge: bool = False, initial: tuple = ()) -> tuple:
-    """Run the layers in ``order``, one program per block of ``cb`` columns: as one ``pallas_call`` a layer
-    (the chain's outputs so far carried as aliased buffers; with ``merge_edge`` the first two layers in one),
-    or as one ``pallas_call`` whose programs wait for each other between layers (``_wait_for_programs``).
-    ``initial``: the arrays that the last ``len(initial)`` outputs start from (updated in place).
-
-    ``layer_body(k, first, count, in_refs, out_refs, prev, own)`` computes columns ``first .. first+count-1``
-    of layer ``k`` and returns them; ``prev``: the whole of the layer before it in ``order`` (``None``: read it
-    from the outputs); ``own``: (first column, count) to store, or ``None``: all it computed."""
+    ``layer_body(k, first, count, in_refs, out_refs)`` computes and stores columns ``first .. first+count-1``
+    of layer ``k``."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
-    cb = _column_block(width, one_kernel, interpret)
-    programs = width // cb
+    cb = min(COLUMNS, width)
+    nin, nout, ninit = len(fixed), len(outputs), len(initial)
+    buffers, aliases = tuple(initial), {nin + i: nout - ninit + i for i in range(ninit)}
+    for k in order:
+        def kernel(*refs, k=k):  # refs: the fixed operands, the carried buffers, the outputs (aliased to them)
+            layer_body(k, pl.program_id(0) * cb, cb, refs[:nin], refs[-nout:])
 
-    def call(kernel, operands: list, out_shape: tuple, aliases: dict[int, int]):
-        return pl.pallas_call(
+        operands = [*fixed, *buffers]
+        buffers = pl.pallas_call(
             kernel,
-            out_shape=out_shape,
-            grid=(programs,),
+            out_shape=outputs,
+            grid=(width // cb,),
             in_specs=[pl.BlockSpec(memory_space=pl.ANY)] * len(operands),
-            out_specs=[pl.BlockSpec(memory_space=pl.ANY)] * len(out_shape),
+            out_specs=[pl.BlockSpec(memory_space=pl.ANY)] * nout,
             input_output_aliases=aliases,
             compiler_params=plgpu.CompilerParams(num_warps=_NUM_WARPS),
             interpret=interpret,
         )(*operands)
-
-    nin, nout, ninit = len(fixed), len(outputs), len(initial)
-    initial_aliases = {nin + i: nout - ninit + i for i in range(ninit)}
-    if one_kernel:
-        def kernel(*refs):
-            *out_refs, counter_ref = refs[nin + ninit + 1:]
-            for i, k in enumerate(order):
-                if i:
-                    _wait_for_programs(counter_ref, i * programs, programs)
-                layer_body(k, pl.program_id(0) * cb, cb, refs[:nin], out_refs, None, None)
-
-        counter = jax.ShapeDtypeStruct((1,), jnp.int32)
-        operands = [*fixed, *initial, jnp.zeros((1,), jnp.int32)]
-        *buffers, _ = call(kernel, operands, (*outputs, counter), initial_aliases | {nin + ninit: nout})
-        return tuple(buffers)
-
-    layers = list(order)
-    groups = [layers[:2], *[[k] for k in layers[2:]]] if merge_edge and len(layers) > 1 else [[k] for k in layers]
-    buffers: tuple = ()
-    for group in groups:
-        def kernel(*refs, group=group):
-            in_refs, out_refs = refs[:nin], refs[-nout:]  # the outputs (aliased to the carried buffers)
-            first = pl.program_id(0) * cb
-            prev = None
-            if len(group) == 2:  # the edge layer over all columns, this program's stored
-                prev = layer_body(group[0], 0, width, in_refs, out_refs, None, (first, cb))
-            layer_body(group[-1], first, cb, in_refs, out_refs, prev, None)
-
-        if buffers:
-            buffers = call(kernel, fixed + list(buffers), outputs, {nin + i: i for i in range(nout)})
-        else:
-            buffers = call(kernel, fixed + list(initial), outputs, initial_aliases)
-    return buffers
+        aliases = {nin + i: i for i in range(nout)}
+    return tuple(buffers)
 
 
 def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                   epsilon: float, *, out_mask: Array | None = None, running: tuple[Array, ...] = (),
-                   update: RunningUpdate | None = None, interpret: bool = False,
-                   one_kernel: bool | None = None, merge_edge: bool | None = None) -> tuple[Array, ...]:
-    """``xla_forward`` as Pallas programs (``interpret=True`` runs them on any backend, for tests); one
-    kernel for the pass, or one a layer (``one_kernel``; default ``ONE_KERNEL_A_PASS``), the first layer
-    inside the second's kernel (``merge_edge``; default ``MERGE_EDGE_LAYERS``)."""
+                   epsilon: float, *, running: tuple[Array, ...] = (), update: RunningUpdate | None = None,
+                   interpret: bool = False) -> tuple[Array, ...]:
+    """``xla_forward`` as Pallas programs, one kernel a layer (``interpret=True`` runs them on any backend,
+    for tests)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
@@ -315,30 +228,26 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
         jax.ShapeDtypeStruct((L, n, w), dtype),
         jax.ShapeDtypeStruct((L, w), _F32),
         jax.ShapeDtypeStruct((L, w), _F32),
-    ) + (() if out_mask is None else (jax.ShapeDtypeStruct((n, L * w), dtype),))
+    )
     running = running if update is not None else ()
     outputs += tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in running)
 
-    def layer(k: int, first, cb: int, in_refs, out_refs, prev: Array | None, own) -> Array:
+    def layer(k: int, first, cb: int, in_refs, out_refs) -> None:
         proj_ref, *in_refs = in_refs
         mask_ref = in_refs.pop(0) if masked else None
-        kern_ref, scale_ref, bias_ref, *out_mask_ref = in_refs
-        hcat_ref, z_ref, mean_ref, var_ref = out_refs[:4]
-        hout_ref, running_refs = out_refs[4:4 + len(out_mask_ref)], out_refs[4 + len(out_mask_ref):]
+        kern_ref, scale_ref, bias_ref = in_refs
+        hcat_ref, z_ref, mean_ref, var_ref, *running_refs = out_refs
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
-        own_cols = _own_columns(first, cb, own)
-        stored = inside if own_cols is None else inside & own_cols[None, :]
         z = plgpu.load(proj_ref.at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
         if k:
             whole = _rows_inside(block, n, w)
-            hm = prev if prev is not None else plgpu.load(hcat_ref.at[rows, pl.ds((k - 1) * w, w)], mask=whole,
-                                                          other=0)
+            hm = plgpu.load(hcat_ref.at[rows, pl.ds((k - 1) * w, w)], mask=whole, other=0)
             if masked:
                 hm = hm * plgpu.load(mask_ref.at[_index(k - 1), rows, :], mask=whole, other=0)
             z = z + jnp.dot(hm, kern_ref.at[_index(k - 1), :, cols][...], preferred_element_type=_F32)
         z = z.astype(dtype)
-        plgpu.store(z_ref.at[_index(k), rows, cols], z, mask=stored)
+        plgpu.store(z_ref.at[_index(k), rows, cols], z, mask=inside)
         zf = z.astype(_F32)  # 0 in the rows past n
         mean = jnp.sum(zf, axis=0) / n
         centred = jnp.where(inside, zf - mean[None, :], 0.0)
@@ -346,13 +255,9 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
         gain = jax.lax.rsqrt(var + epsilon) * scale_ref.at[_index(k), cols][...].astype(_F32)
         y = centred * gain[None, :] + bias_ref.at[_index(k), cols][...].astype(_F32)[None, :]
         h = jnp.where(inside, jnp.maximum(y, 0.0), 0.0).astype(dtype)
-        in_hcat = (rows, pl.ds(k * w + first, cb))
-        plgpu.store(hcat_ref.at[in_hcat], h, mask=stored)
-        if hout_ref:
-            keep = plgpu.load(out_mask_ref[0].at[_index(k), rows, cols], mask=inside, other=0)
-            plgpu.store(hout_ref[0].at[in_hcat], h * keep, mask=stored)
-        _store_vector(mean_ref.at[_index(k), cols], mean, own_cols)
-        _store_vector(var_ref.at[_index(k), cols], var, own_cols)
+        plgpu.store(hcat_ref.at[rows, pl.ds(k * w + first, cb)], h, mask=inside)
+        mean_ref.at[_index(k), cols][...] = mean
+        var_ref.at[_index(k), cols][...] = var
         if running_refs:  # this layer's running statistics, read and written in place
             mi, vi, row = update.layout[k]
             stored_stats = [running_refs[i].at[cols] if row < 0 else running_refs[i].at[_index(row), cols]
@@ -360,21 +265,16 @@ def pallas_forward(proj: Array, hmask: Array | None, kernels: Array, scale: Arra
             moved = updated_running_stats(*(ref[...] for ref in stored_stats), mean, var, n, update.momentum,
                                           update.unbiased)
             for ref, value in zip(stored_stats, moved, strict=True):
-                _store_vector(ref, value.astype(ref.dtype), own_cols)
-        return h
+                ref[...] = value.astype(ref.dtype)
 
-    fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias] + ([] if out_mask is None else [out_mask])
-    one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
-    merge = MERGE_EDGE_LAYERS if merge_edge is None else merge_edge
-    return _pass(layer, range(L), fixed, outputs, w, one, interpret, merge, tuple(running))
+    fixed = [proj] + ([hmask] if masked else []) + [kernels, scale, bias]
+    return _pass(layer, range(L), fixed, outputs, w, interpret, tuple(running))
 
 
 def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, scale: Array,
                     mean: Array, var: Array, dhcat: Array, dmean: Array, dvar: Array,
-                    epsilon: float, *, out_mask: Array | None = None, interpret: bool = False,
-                    one_kernel: bool | None = None, merge_edge: bool | None = None) -> tuple[Array, Array, Array]:
-    """``xla_backward`` as Pallas programs (``interpret``, ``one_kernel`` and ``merge_edge`` as for
-    ``pallas_forward``; merged: the last layer inside the next-to-last's kernel)."""
+                    epsilon: float, *, interpret: bool = False) -> tuple[Array, Array, Array]:
+    """``xla_backward`` as Pallas programs, one kernel a layer (``interpret`` as for ``pallas_forward``)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
@@ -387,23 +287,18 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
         jax.ShapeDtypeStruct((L, w), _F32),
     )
 
-    def layer(k: int, first, cb: int, in_refs, out_refs, prev: Array | None, own) -> Array:
+    def layer(k: int, first, cb: int, in_refs, out_refs) -> None:
         h_ref, z_ref, *in_refs = in_refs
         mask_ref = in_refs.pop(0) if masked else None
-        kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref, *out_mask_ref = in_refs
+        kern_ref, scale_ref, mean_ref, var_ref, dh_ref, dmean_ref, dvar_ref = in_refs
         dz_ref, dscale_ref, dbias_ref = out_refs
         cols, rows = pl.ds(first, cb), pl.ds(0, block)
         inside = _rows_inside(block, n, cb)
-        own_cols = _own_columns(first, cb, own)
-        stored = inside if own_cols is None else inside & own_cols[None, :]
         in_hcat = (rows, pl.ds(k * w + first, cb))
         g = plgpu.load(dh_ref.at[in_hcat], mask=inside, other=0).astype(_F32)
-        if out_mask_ref:
-            g = g * plgpu.load(out_mask_ref[0].at[_index(k), rows, cols], mask=inside, other=0).astype(_F32)
         if k < L - 1:  # the gradient from layer k + 1 through its input h_k
             whole = _rows_inside(block, n, w)
-            dz_next = prev if prev is not None else plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole,
-                                                               other=0)
+            dz_next = plgpu.load(dz_ref.at[_index(k + 1), rows, :], mask=whole, other=0)
             g = g + jax.lax.dot_general(
                 dz_next, kern_ref.at[_index(k), cols, :][...], (((1,), (1,)), ((), ())),
                 preferred_element_type=_F32,
@@ -422,16 +317,12 @@ def pallas_backward(hcat: Array, z: Array, hmask: Array | None, kernels: Array, 
             dvar_ref.at[_index(k), cols][...][None, :], n,
         )
         dz = jnp.where(inside, dz, 0.0).astype(z.dtype)
-        plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=stored)
-        _store_vector(dscale_ref.at[_index(k), cols], sum_gx, own_cols)
-        _store_vector(dbias_ref.at[_index(k), cols], sum_g, own_cols)
-        return dz
+        plgpu.store(dz_ref.at[_index(k), rows, cols], dz, mask=inside)
+        dscale_ref.at[_index(k), cols][...] = sum_gx
+        dbias_ref.at[_index(k), cols][...] = sum_g
 
     fixed = [hcat, z] + ([hmask] if masked else []) + [kernels, scale, mean, var, dhcat, dmean, dvar]
-    fixed += [] if out_mask is None else [out_mask]
-    one = ONE_KERNEL_A_PASS if one_kernel is None else one_kernel
-    merge = MERGE_EDGE_LAYERS if merge_edge is None else merge_edge
-    return _pass(layer, range(L - 1, -1, -1), fixed, outputs, w, one, interpret, merge)
+    return _pass(layer, range(L - 1, -1, -1), fixed, outputs, w, interpret)
 
 
 # --- the differentiable function --------------------------------------------------------------------
@@ -449,64 +340,51 @@ def _on_platform(pallas_fn, xla_fn, args: tuple, epsilon: float, **keyword_array
 
 
 def fused_chain(proj: Array, hmask: Array | None, kernels: Array, scale: Array, bias: Array,
-                epsilon: float, out_mask: Array | None = None, running: tuple[Array, ...] = (),
-                update: RunningUpdate | None = None) -> tuple:
+                epsilon: float, running: tuple[Array, ...] = (), update: RunningUpdate | None = None) -> tuple:
     """The chain's hidden outputs ``hcat`` (n, L*w) in layer order, batch means and biased variances (L, w),
     and with ``update`` the ``running`` statistics updated.
 
     ``proj`` (L, n, w): each layer's input-segment product plus bias, in the compute dtype; ``hmask``
     (L-1, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-2}``; ``kernels`` (L-1, w, w): the
     ``h``-rows of layers 1..L-1's kernels, in the compute dtype; ``scale``, ``bias`` (L, w): BatchNorm's;
-    ``out_mask`` (L, n, w) or ``None``: dropout multipliers on ``h_0 .. h_{L-1}`` for the output Dense,
-    applied to the returned ``hcat`` inside the kernels (``SpinalDense`` passes it when ``FOLD_OUT_MASK``);
     ``running``: the stored running statistics, where ``update`` (``RunningUpdate``) says (``SpinalDense``
     passes them when ``UPDATE_RUNNING_STATS``; no gradient flows into or out of them).
     On one CUDA GPU (shapes: see ``applies``) each layer's forward and backward are a Pallas kernel;
     elsewhere XLA ops.
     """
-    hcat, mean, var, new_running = _chain(proj, hmask, out_mask, kernels, scale, bias, tuple(running), epsilon,
-                                          update)
+    hcat, mean, var, new_running = _chain(proj, hmask, kernels, scale, bias, tuple(running), epsilon, update)
     return (hcat, mean, var) if update is None else (hcat, mean, var, new_running)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def _chain(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update):
-    return _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _chain(proj, hmask, kernels, scale, bias, running, epsilon, update):
+    return _chain_fwd(proj, hmask, kernels, scale, bias, running, epsilon, update)[0]
 
 
-def _chain_fwd(proj, hmask, out_mask, kernels, scale, bias, running, epsilon, update):
+def _chain_fwd(proj, hmask, kernels, scale, bias, running, epsilon, update):
     forward = functools.partial(pallas_forward, update=update), functools.partial(xla_forward, update=update)
-    hcat, z, mean, var, *rest = _on_platform(*forward, (proj, hmask, kernels, scale, bias), epsilon,
-                                             out_mask=out_mask, running=running)
-    hout = rest[0] if out_mask is not None else hcat
-    new_running = tuple(rest[out_mask is not None:])
-    residuals = (hcat, z, hmask, out_mask, kernels, scale, bias, mean, var)
-    return (hout, mean, var, new_running), residuals
+    hcat, z, mean, var, *new_running = _on_platform(*forward, (proj, hmask, kernels, scale, bias), epsilon,
+                                                    running=running)
+    residuals = (hcat, z, hmask, kernels, scale, bias, mean, var)
+    return (hcat, mean, var, tuple(new_running)), residuals
 
 
 def _chain_bwd(epsilon, update, res, cotangents):
-    hcat, z, hmask, out_mask, kernels, scale, bias, mean, var = res
-    dhout, dmean, dvar, _ = cotangents
-    args = (hcat, z, hmask, kernels, scale, mean, var, dhout.astype(hcat.dtype), dmean, dvar)
-    dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, epsilon, out_mask=out_mask)
+    hcat, z, hmask, kernels, scale, bias, mean, var = res
+    dhcat, dmean, dvar, _ = cotangents
+    args = (hcat, z, hmask, kernels, scale, mean, var, dhcat.astype(hcat.dtype), dmean, dvar)
+    dz, dscale, dbias = _on_platform(pallas_backward, xla_backward, args, epsilon)
     L, n, w = z.shape
-
-    def by_layer(a: Array) -> Array:  # (n, k*w) -> (k, n, w)
-        return a.reshape(n, -1, w).transpose(1, 0, 2)
-
-    h_in = by_layer(hcat[:, : (L - 1) * w])  # h_0 .. h_{L-2}
+    h_in = hcat[:, : (L - 1) * w].reshape(n, L - 1, w).transpose(1, 0, 2)  # h_0 .. h_{L-2}, (L-1, n, w)
     h_read = h_in if hmask is None else h_in * hmask
     acc = stats_dtype(z.dtype)
     dkernels = jnp.einsum("lnv,lnw->lvw", h_read, dz[1:], preferred_element_type=acc)
-    # The masks' gradients are unused in training (the masks come from random bits): XLA drops them.
-    dhmask = dout_mask = None
+    # The mask's gradient is unused in training (the mask comes from random bits): XLA drops it.
+    dhmask = None
     if hmask is not None:
         dhmask = (jnp.einsum("lnw,lvw->lnv", dz[1:], kernels, preferred_element_type=acc) * h_in).astype(hmask.dtype)
-    if out_mask is not None:
-        dout_mask = (by_layer(dhout) * by_layer(hcat)).astype(out_mask.dtype)
     # None: no gradient for the running statistics (and none kept alive for it, so they update in place).
-    return (dz, dhmask, dout_mask, dkernels.astype(kernels.dtype), dscale.astype(scale.dtype),
-            dbias.astype(bias.dtype), None)
+    return (dz, dhmask, dkernels.astype(kernels.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype), None)
 
 
 _chain.defvjp(_chain_fwd, _chain_bwd)

@@ -187,9 +187,8 @@ def _fused_hidden(
     unbiased_running_var: bool,
 ) -> tuple[Array, tuple[Array, Array], tuple[Any, Any]]:
     """Train-mode hidden outputs ``(n, L*w)`` of a BatchNorm+ReLU chain by ``fused_chain``, times the output
-    dropout's ``out_mask`` (L, n, w) when given (inside the kernels with ``fused_chain.FOLD_OUT_MASK``), and
-    the new running statistics of layer 0 and of layers 1..L-1 (means, variances: stacked in the stacked
-    parameter form, per-layer lists in the per-layer form).
+    dropout's ``out_mask`` (L, n, w) when given, and the new running statistics of layer 0 and of layers
+    1..L-1 (means, variances: stacked in the stacked parameter form, per-layer lists in the per-layer form).
 
     The input-segment products of all layers are one batched matmul (off the sequential path). Each
     layer's running statistics are updated from its own stored ones, not stacked and sliced back (on a
@@ -208,7 +207,6 @@ def _fused_hidden(
     proj = jnp.einsum("lns,lsw->lnw", segs, _kernel_operand(seg_kernels)) + biases[:, None, :]
     scale, bn_bias = (jnp.concatenate([a0[None], a]) for a0, a in zip(bn0[:2], bn[:2], strict=True))
     hmask = None if masks is None else masks[1:, :, s:]
-    fold = fused_chain.FOLD_OUT_MASK
     stacked = "bn_stack" in batch_stats
     # The stored running statistics as they are (per layer, or layer 0's and the stack of the others).
     stored = [bn0[2:], bn[2:]] if stacked else [bn0[2:]] + [_bn_tuple(params, batch_stats, f"bn_{k}")[2:]
@@ -217,19 +215,17 @@ def _fused_hidden(
         layout = tuple((0, 1, -1) if k == 0 else (2, 3, k - 1) if stacked else (2 * k, 2 * k + 1, -1)
                        for k in range(L))
         hcat, _, _, running = fused_chain.fused_chain(
-            proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask if fold else None,
+            proj, hmask, kern[:, s:], scale, bn_bias, epsilon,
             running=tuple(a for pair in stored for a in pair),
             update=fused_chain.RunningUpdate(layout, momentum, unbiased_running_var),
         )
         new = [running[i:i + 2] for i in range(0, len(running), 2)]
     else:
-        hcat, mean, var = fused_chain.fused_chain(
-            proj, hmask, kern[:, s:], scale, bn_bias, epsilon, out_mask if fold else None
-        )
+        hcat, mean, var = fused_chain.fused_chain(proj, hmask, kern[:, s:], scale, bn_bias, epsilon)
         rows = [0, slice(1, L)] if stacked else list(range(L))
         new = [updated_running_stats(*pair, mean[r], var[r], n, momentum, unbiased_running_var)
                for pair, r in zip(stored, rows, strict=True)]
-    if out_mask is not None and not fold:
+    if out_mask is not None:
         hcat = hcat * jnp.transpose(out_mask, (1, 0, 2)).reshape(n, L * plan.layer_width)
     if stacked:
         return hcat, tuple(new[0]), tuple(new[1])

@@ -24,11 +24,6 @@ def _chain_inputs(key, L, n, w, dtype, masked=True):
     return proj, hmask, kernels, scale, bias
 
 
-def _out_mask(key, L, n, w, dtype):
-    """Dropout multipliers (0 or 2) on the hidden outputs, for the output Dense."""
-    return (jax.random.bernoulli(key, 0.5, (L, n, w)) * 2.0).astype(dtype)
-
-
 def _running(key, L, w, stacked):
     """Stored running statistics (means, positive variances) in the per-layer or the stacked layout, and the
     ``RunningUpdate`` saying where each layer's are (PyTorch's momentum and unbiased variance)."""
@@ -51,30 +46,20 @@ def _vjp(fn, args, cots):
     return out, pullback(cots)
 
 
-#: the Pallas forms: (one kernel a pass, the edge layers merged into their neighbours' kernels)
-_FORMS = {"one_kernel": (True, False), "per_layer": (False, False), "merged_edges": (False, True)}
-
-
-@pytest.mark.parametrize("form", list(_FORMS))
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize(("L", "n", "w", "masked", "out_masked"),
-                         [(4, 100, 128, True, True), (3, 37, 32, False, True), (2, 16, 16, True, False)])
-def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, form):
-    """Forward outputs (hidden outputs, pre-activations, statistics, with ``out_mask`` the masked hidden
-    outputs, with ``update`` the running statistics updated, per layer or stacked) and the backward's outputs
-    of the Pallas programs (a kernel a pass; a kernel a layer with one program per ``COLUMNS`` columns; the
-    same with the layers without a product inside their neighbours' kernels) equal the XLA form's, the rows
-    past ``n`` (to the block's power of two) masked out."""
-    one_kernel, merge_edge = _FORMS[form]
+@pytest.mark.parametrize(("L", "n", "w", "masked"), [(4, 100, 128, True), (3, 37, 32, False), (2, 16, 16, True)])
+def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, dtype):
+    """Forward outputs (hidden outputs, pre-activations, statistics, with ``update`` the running statistics
+    updated, per layer or stacked) and the backward's outputs of the Pallas programs (a kernel a layer, one
+    program per ``COLUMNS`` columns) equal the XLA form's, the rows past ``n`` (to the block's power of two)
+    masked out."""
     eps = 1e-5
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, dtype, masked)
-    out_mask = _out_mask(jax.random.PRNGKey(2), L, n, w, dtype) if out_masked else None
     running, update = _running(jax.random.PRNGKey(3), L, w, stacked=L == 3)
-    want = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask, running=running,
-                                   update=update)
-    got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, out_mask=out_mask, running=running,
-                                     update=update, interpret=True, one_kernel=one_kernel, merge_edge=merge_edge)
-    assert len(got) == (5 if out_masked else 4) + len(running)
+    want = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, eps, running=running, update=update)
+    got = fused_chain.pallas_forward(proj, hmask, kernels, scale, bias, eps, running=running, update=update,
+                                     interpret=True)
+    assert len(got) == 4 + len(running)
     moved = fused_chain.xla_running_update(running, got[2], got[3], n, update)
     assert not np.allclose(moved[0], running[0])  # the update moves them
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
@@ -86,9 +71,8 @@ def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, f
     hcat, z, mean, var = want[:4]
     dh, dmean, dvar = _cotangents(jax.random.PRNGKey(1), L, n, w, dtype)
     args = (hcat, z, hmask, kernels, scale, mean, var, dh, dmean, dvar, eps)
-    want = fused_chain.xla_backward(*args, out_mask=out_mask)
-    got = fused_chain.pallas_backward(*args, out_mask=out_mask, interpret=True, one_kernel=one_kernel,
-                                      merge_edge=merge_edge)
+    want = fused_chain.xla_backward(*args)
+    got = fused_chain.pallas_backward(*args, interpret=True)
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         scale_ = float(np.max(np.abs(np.asarray(b, np.float32)))) + 1.0
@@ -98,20 +82,18 @@ def test_pallas_kernels_equal_the_xla_form(L, n, w, masked, out_masked, dtype, f
 @pytest.mark.parametrize("masked", [True, False])
 def test_custom_gradient_equals_autodiff_float64(masked):
     """In float64 (the XLA form) the hand-written VJP and autodiff of the forward agree to 1e-10 for
-    every input (the dropout masks included), cotangents on all three outputs."""
+    every input (the dropout mask included), cotangents on all three outputs."""
     L, n, w = 3, 12, 8
     with jax.enable_x64(True):
         args = _chain_inputs(jax.random.PRNGKey(2), L, n, w, jnp.float64, masked)
-        args += (_out_mask(jax.random.PRNGKey(4), L, n, w, jnp.float64) if masked else None,)
         args = tuple(None if a is None else a.astype(jnp.float64) for a in args)
         cots = tuple(c.astype(jnp.float64) for c in _cotangents(jax.random.PRNGKey(3), L, n, w, jnp.float64))
 
-        def unfused(proj, hmask, kernels, scale, bias, out_mask):
-            hcat, _, mean, var, *hout = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, 1e-5,
-                                                                out_mask=out_mask)
-            return (hout[0] if hout else hcat), mean, var
+        def unfused(proj, hmask, kernels, scale, bias):
+            hcat, _, mean, var = fused_chain.xla_forward(proj, hmask, kernels, scale, bias, 1e-5)
+            return hcat, mean, var
 
-        out, custom = _vjp(lambda *a: fused_chain.fused_chain(*a[:5], 1e-5, a[5]), args, cots)
+        out, custom = _vjp(lambda *a: fused_chain.fused_chain(*a, 1e-5), args, cots)
         ref_out, auto = _vjp(unfused, args, cots)
         for a, b in zip(out, ref_out, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -122,39 +104,33 @@ def test_custom_gradient_equals_autodiff_float64(masked):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("form", list(_FORMS))
-def test_kernels_lower_to_triton_for_cuda(monkeypatch, form):
-    """The forward and the gradient (both dropout masks on; the gradient with the running statistics updated
-    in the kernels) lower for CUDA from this CPU machine (the Pallas lowering, with the barrier's atomics and
-    wait loop; compiling the Triton IR needs the GPU): each pass one Triton call, one a layer, or one a layer
-    but the edge layer; the running statistics go in and out of the forward's calls as aliased buffers."""
-    one_kernel, merge_edge = _FORMS[form]
-    monkeypatch.setattr(fused_chain, "ONE_KERNEL_A_PASS", one_kernel)
-    monkeypatch.setattr(fused_chain, "MERGE_EDGE_LAYERS", merge_edge)
+def test_kernels_lower_to_triton_for_cuda():
+    """The forward and the gradient (dropout mask on; the gradient with the running statistics updated in
+    the kernels) lower for CUDA from this CPU machine (the Pallas lowering; compiling the Triton IR needs the
+    GPU): each pass one Triton call a layer; the running statistics go in and out of the forward's calls as
+    aliased buffers."""
     L, n, w = 4, 100, 128
-    calls = 1 if one_kernel else L - 1 if merge_edge else L
     proj, hmask, kernels, scale, bias = _chain_inputs(jax.random.PRNGKey(0), L, n, w, jnp.bfloat16)
-    out_mask = _out_mask(jax.random.PRNGKey(1), L, n, w, jnp.bfloat16)
 
     def loss(proj, kernels, scale, bias):
-        hcat, mean, var = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5, out_mask)
+        hcat, mean, var = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5)
         return jnp.sum(hcat.astype(jnp.float32) ** 2) + jnp.sum(mean) + jnp.sum(var)
 
     def lowered(fn, **kwargs):
         return jax.jit(fn, **kwargs).trace(proj, kernels, scale, bias).lower(lowering_platforms=("cuda",)).as_text()
 
     forward = lowered(loss)
-    assert forward.count("__gpu$xla.gpu.triton") == calls
+    assert forward.count("__gpu$xla.gpu.triton") == L
     running, update = _running(jax.random.PRNGKey(2), L, w, stacked=False)
 
     def loss_and_running(proj, kernels, scale, bias):
-        hcat, _, _, new = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5, out_mask, running, update)
+        hcat, _, _, new = fused_chain.fused_chain(proj, hmask, kernels, scale, bias, 1e-5, running, update)
         return jnp.sum(hcat.astype(jnp.float32) ** 2), new
 
     aliases = lowered(loss_and_running).count("output_operand_alias<") - forward.count("output_operand_alias<")
-    assert aliases == len(running) * calls  # every forward call updates them in place
+    assert aliases == len(running) * L  # every forward call updates them in place
     both = lowered(jax.grad(loss_and_running, argnums=(0, 1, 2, 3), has_aux=True))
-    assert both.count("__gpu$xla.gpu.triton") == 2 * calls
+    assert both.count("__gpu$xla.gpu.triton") == 2 * L
 
 
 def test_dispatch_rules():
@@ -171,17 +147,15 @@ def _v3_head(stack_layers, weight_sharing=None):
     )
 
 
-@pytest.mark.parametrize(("fold_out_mask", "update_running_stats", "one_dropout_draw"),
-                         [(False, False, False), (True, False, False), (False, True, False), (False, True, True)])
+@pytest.mark.parametrize(("update_running_stats", "one_dropout_draw"), [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize(("stack_layers", "weight_sharing"), [(False, None), (True, None), (False, (0, 1, 2, 1))])
-def test_spinal_dense_fused_equals_unfused(monkeypatch, stack_layers, weight_sharing, fold_out_mask,
-                                           update_running_stats, one_dropout_draw):
+def test_spinal_dense_fused_equals_unfused(monkeypatch, stack_layers, weight_sharing, update_running_stats,
+                                           one_dropout_draw):
     """A V3 head (dropout, BatchNorm, ReLU) trained one step through the fused chain (its XLA form
-    here; the output dropout's mask applied by the chain or after it; the running statistics updated by the
-    chain or after it; the dropout masks drawn apart or at once) gives the unfused chain's outputs, parameter
-    gradients, input gradient and running statistics, with the same dropout masks."""
+    here; the running statistics updated by the chain or after it; the dropout masks drawn apart or at once)
+    gives the unfused chain's outputs, parameter gradients, input gradient and running statistics, with the
+    same dropout masks."""
     assert heads.DEFAULT_DROPOUT["v3"] == 0.5
-    monkeypatch.setattr(fused_chain, "FOLD_OUT_MASK", fold_out_mask)
     monkeypatch.setattr(fused_chain, "UPDATE_RUNNING_STATS", update_running_stats)
     monkeypatch.setattr(layers, "ONE_DROPOUT_DRAW", one_dropout_draw)
     model = _v3_head(stack_layers, weight_sharing)

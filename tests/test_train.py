@@ -349,6 +349,19 @@ def test_errors_of_running_pass_through_the_compiler_options_fallback():
     assert not isinstance(steps.jit_with_options(fails_when_run, None), steps.JitWithFallback)
 
 
+def test_epoch_layout_steps_tail_and_errors():
+    config = Config(model="vgg5", dataset="fashion_mnist", epochs=1, batch_size=8, learning_rate=0.1, log_every_steps=4)
+    assert loop.epoch_layout(config, 100, 8) == (12, 4, 4)
+    assert loop.epoch_layout(config.replace(drop_remainder=True), 100, 8) == (12, 0, 4)
+    assert loop.epoch_layout(config.replace(steps_per_epoch=5), 100, 8) == (5, 0, 5)
+    assert loop.epoch_layout(config.replace(steps_per_epoch=50), 100, 8) == (12, 4, 4)  # more than an epoch has
+    assert loop.epoch_layout(config, 5, 8) == (0, 5, 0)  # only the partial batch
+    with pytest.raises(ValueError, match="no step would run; lower batch_size"):
+        loop.epoch_layout(config.replace(drop_remainder=True), 5, 8)
+    with pytest.raises(ValueError, match="the train split is empty"):
+        loop.epoch_layout(config, 0, 8)
+
+
 def test_chunk_size_prefers_divisors():
     assert loop.chunk_size(600, 50) == 50
     assert loop.chunk_size(44, 10) == 11  # one compile instead of 10s plus a remainder

@@ -215,6 +215,25 @@ def _struct(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.ShapeDtypeStr
     return jax.ShapeDtypeStruct(x.shape, jax.dtypes.canonicalize_dtype(x.dtype), sharding=sharding)
 
 
+def epoch_layout(config: Config, num_train: int, batch_size: int) -> tuple[int, int, int]:
+    """``(steps, tail, chunk)`` of an epoch over ``num_train`` examples: full batches (or
+    ``config.steps_per_epoch`` when it asks for fewer), the size of the last partial batch (0 with
+    ``drop_remainder`` or ``steps_per_epoch``) and the steps of one jitted chunk (``chunk_size``)."""
+    if num_train < 1:
+        raise ValueError(f"config.dataset={config.dataset!r}: the train split is empty")
+    full_steps, tail = divmod(num_train, batch_size)
+    if config.steps_per_epoch is not None and config.steps_per_epoch < full_steps + (tail > 0):
+        steps, tail = config.steps_per_epoch, 0
+    else:
+        steps, tail = full_steps, (0 if config.drop_remainder else tail)
+    if steps == 0 and tail == 0:
+        raise ValueError(
+            f"config.batch_size={batch_size} exceeds the {num_train} training examples with "
+            "drop_remainder=True: no step would run; lower batch_size"
+        )
+    return steps, tail, (chunk_size(steps, config.log_every_steps) if steps else 0)
+
+
 def chunk_size(steps: int, target: int) -> int:
     """Steps per jitted chunk: the divisor of ``steps`` nearest ``target`` within [target/2, 2·target]
     (every chunk the same length: one compile), else ``target`` (plus one shorter last chunk)."""
@@ -391,20 +410,8 @@ class _Run:
         """The splits as host arrays and the epoch's step layout; ``_place_resident`` puts them on the mesh."""
         config = self.config
         train, val, test, num_classes = load_splits(config)
-        if len(train) < 1:
-            raise ValueError(f"config.dataset={config.dataset!r}: the train split is empty")
         self.num_train = len(train)
-        full_steps, tail = divmod(self.num_train, self.batch_size)
-        if config.steps_per_epoch is not None and config.steps_per_epoch < full_steps + (tail > 0):
-            self.steps, self.tail = config.steps_per_epoch, 0
-        else:
-            self.steps, self.tail = full_steps, (0 if config.drop_remainder else tail)
-        if self.steps == 0 and self.tail == 0:
-            raise ValueError(
-                f"config.batch_size={self.batch_size} exceeds the {self.num_train} training examples with "
-                "drop_remainder=True: no step would run; lower batch_size"
-            )
-        self.chunk = chunk_size(self.steps, config.log_every_steps) if self.steps else 0
+        self.steps, self.tail, self.chunk = epoch_layout(config, self.num_train, self.batch_size)
         self.train_x, self.train_y = train.x, train.y
         self.test = pad_eval(test, config.eval_batch_size, self.mesh)
         self.val = pad_eval(val, config.eval_batch_size, self.mesh) if val is not None else None

@@ -339,8 +339,6 @@ class _Group:
         for seed in self.seeds:
             config = self.configs[0].replace(seed=seed)
             train, val, test_s, num_classes = loop.load_splits(config)
-            if len(train) < 1:
-                raise ValueError(f"config.dataset={config.dataset!r}: the train split is empty")
             if test is None:
                 test, self.num_classes = test_s, num_classes
             trains.append(train)
@@ -351,17 +349,7 @@ class _Group:
             raise ValueError(f"train_many: the seeds' train splits differ in size ({sorted(sizes)}); train them singly")
         self.num_train = sizes.pop()
         config = self.configs[0]
-        full_steps, tail = divmod(self.num_train, self.batch_size)
-        if config.steps_per_epoch is not None and config.steps_per_epoch < full_steps + (tail > 0):
-            self.steps, self.tail = config.steps_per_epoch, 0
-        else:
-            self.steps, self.tail = full_steps, (0 if config.drop_remainder else tail)
-        if self.steps == 0 and self.tail == 0:
-            raise ValueError(
-                f"config.batch_size={self.batch_size} exceeds the {self.num_train} training examples with "
-                "drop_remainder=True: no step would run; lower batch_size"
-            )
-        self.chunk = loop.chunk_size(self.steps, config.log_every_steps) if self.steps else 0
+        self.steps, self.tail, self.chunk = loop.epoch_layout(config, self.num_train, self.batch_size)
         dev = self.mesh.devices.flat[0]
         self.train_x = jax.device_put(np.stack([t.x for t in trains]), dev)
         self.train_y = jax.device_put(np.stack([t.y for t in trains]), dev)
