@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from typing import Any
@@ -44,6 +45,12 @@ def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[keep], labels[keep]
 
 
+def _drop_missing_variant_warning(record: logging.LogRecord) -> bool:
+    """TFDS warns "Variant folder DIR has no dataset_info.json" whenever a builder looks for a dataset that
+    is not (fully) prepared; spinal_jax checks that itself and says how to prepare, so the warning goes."""
+    return not str(record.msg).startswith("Variant folder ")
+
+
 def _tfds():
     try:
         import tensorflow_datasets as tfds
@@ -52,6 +59,9 @@ def _tfds():
             "tensorflow-datasets is not installed: pip install 'spinal_jax[data]' (or read datasets from a "
             "cache written by spinal_jax.data.export_arrays)"
         ) from e
+    absl_logger = logging.getLogger("absl")
+    if _drop_missing_variant_warning not in absl_logger.filters:
+        absl_logger.addFilter(_drop_missing_variant_warning)
     return tfds
 
 
