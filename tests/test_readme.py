@@ -3,6 +3,7 @@
 import pathlib
 import re
 
+import jax
 import numpy as np
 import pytest
 
@@ -27,8 +28,6 @@ def test_layer_example_runs():
 
 def test_state_dict_example_loads_a_saved_state_dict(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
-    import jax
-
     from spinal_jax import models
     from spinal_jax.interop.torch import to_state_dict
 
@@ -45,6 +44,4 @@ def test_state_dict_example_loads_a_saved_state_dict(tmp_path, monkeypatch):
 
 
 def _leaves(tree) -> list[np.ndarray]:
-    import jax
-
     return [np.asarray(x) for x in jax.tree.leaves(tree)]

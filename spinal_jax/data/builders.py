@@ -46,9 +46,10 @@ def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _drop_missing_variant_warning(record: logging.LogRecord) -> bool:
-    """TFDS warns "Variant folder DIR has no dataset_info.json" whenever a builder looks for a dataset that
-    is not (fully) prepared; spinal_jax checks that itself and says how to prepare, so the warning goes."""
-    return not str(record.msg).startswith("Variant folder ")
+    """TFDS warns "Variant folder DIR has no dataset_info.json" (or features.json) whenever a builder looks for
+    a dataset that is not (fully) prepared; spinal_jax checks that itself and says how to prepare, so that
+    warning goes (TFDS's other warnings stay)."""
+    return not str(record.msg).startswith("Variant folder %s has no ")
 
 
 def _tfds():
